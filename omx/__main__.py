@@ -1,0 +1,5 @@
+import sys
+
+from omx.cli import main
+
+sys.exit(main())

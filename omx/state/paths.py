@@ -1,0 +1,87 @@
+"""Where everything lives under the state root. Names are validated before any path is built."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from omx.state import names
+
+
+def default_root(cwd: Path | None = None) -> Path:
+    """The state root: ``$OMX_TEAM_STATE_ROOT``, else ``<repo>/.omx/state`` (repo = nearest ``.git`` above cwd)."""
+    env = os.environ.get("OMX_TEAM_STATE_ROOT")
+    if env:
+        return Path(env).expanduser().resolve()
+    here = (cwd or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / ".git").exists():
+            return d / ".omx" / "state"
+    return here / ".omx" / "state"
+
+
+@dataclass(frozen=True)
+class TeamPaths:
+    """Paths of one team's state. Construct with :meth:`of`, which validates the name."""
+
+    root: Path
+    team: str
+
+    @classmethod
+    def of(cls, root: Path, team: str) -> TeamPaths:
+        return cls(Path(root), names.team_name(team))
+
+    @property
+    def dir(self) -> Path:
+        return self.root / "team" / self.team
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "config.json"
+
+    @property
+    def tasks(self) -> Path:
+        return self.dir / "tasks"
+
+    def task(self, task_id: str) -> Path:
+        return self.tasks / f"task-{task_id}.json"
+
+    @property
+    def ready(self) -> Path:
+        """Marker index of claimable tasks: one empty file per task, named by its sort key."""
+        return self.dir / "index" / "ready"
+
+    @property
+    def waiting(self) -> Path:
+        """Marker index of pending tasks whose dependencies are not all completed."""
+        return self.dir / "index" / "waiting"
+
+    @property
+    def locks(self) -> Path:
+        return self.dir / "locks"
+
+    def task_lock(self, task_id: str) -> Path:
+        return self.locks / f"task-{task_id}.lock"
+
+    @property
+    def team_lock(self) -> Path:
+        return self.locks / "team.lock"
+
+    def worker_dir(self, worker: str) -> Path:
+        return self.dir / "workers" / names.worker_name(worker)
+
+    def mailbox(self, worker: str) -> Path:
+        return self.dir / "mailbox" / names.worker_name(worker)
+
+    @property
+    def events_dir(self) -> Path:
+        return self.dir / "events"
+
+    @property
+    def events(self) -> Path:
+        return self.events_dir / "events.ndjson"
+
+    def all_dirs(self) -> list[Path]:
+        return [self.tasks, self.ready, self.waiting, self.locks, self.events_dir,
+                self.dir / "workers", self.dir / "mailbox"]

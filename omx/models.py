@@ -1,50 +1,167 @@
-"""Pydantic models of every file omx keeps on disk.
+"""The records omx keeps on disk, as stdlib dataclasses.
 
-Names follow oh-my-codex so that its users' scripts keep working. State files allow unknown fields
-(``extra="allow"``): a newer omx may add fields, and an older one must not drop them on rewrite.
-Every model uses ``defer_build`` so that ``omx team api`` builds only the validators it touches —
-the CLI's start-up time is a measured goal (bench/cli_latency.py).
+Names follow oh-my-codex so that its users' scripts keep working. Why dataclasses and not pydantic
+models: ``omx team api`` is called many times a minute by agents, and importing pydantic's
+``BaseModel`` and building one model's validator costs more than the whole call may
+(bench/cli_latency.py). So the hot path validates records by hand here (:meth:`Record.from_dict`),
+and pydantic validates the very same dataclasses where time does not matter — ``omx doctor``, the
+JSON Schema export (:mod:`omx.schema`) — with a property test holding the two in agreement.
+
+Unknown fields are kept (``extra``) and written back: a newer omx may add fields, and an older one
+must not drop them on rewrite.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
-
-TaskStatus = Literal["pending", "blocked", "in_progress", "completed", "failed"]
+TASK_STATUSES = ("pending", "blocked", "in_progress", "completed", "failed")
 TERMINAL: frozenset[str] = frozenset({"completed", "failed"})
-WorkerState = Literal["idle", "working", "blocked", "done", "failed", "draining", "unknown"]
-
+WORKER_STATES = ("idle", "working", "blocked", "done", "failed", "draining", "unknown")
 SCHEMA_VERSION = "1.0"
 
 
-class StateModel(BaseModel):
-    model_config = ConfigDict(extra="allow", defer_build=True, validate_assignment=False)
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
-class WorkerInfo(StateModel):
+_CHECKS: dict[str, Any] = {
+    "str": lambda v: isinstance(v, str),
+    "int": _is_int,
+    "bool": lambda v: isinstance(v, bool),
+    "Any": lambda v: True,
+    "list[str]": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+    "dict[str, Any]": lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v),
+}
+
+
+class Record:
+    """Hand-written validation from the dataclass's own annotations (strict: no coercion)."""
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}
+    MINIMUM: ClassVar[dict[str, int]] = {}
+    NESTED: ClassVar[dict[str, type[Record]]] = {}
+    _spec: ClassVar[list[tuple[str, str, bool, bool]]]  # name, base type, optional, required
+
+    @classmethod
+    def _fields(cls) -> list[tuple[str, str, bool, bool]]:
+        spec = cls.__dict__.get("_spec")
+        if spec is None:
+            spec = []
+            for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+                if f.name == "extra":
+                    continue
+                t = str(f.type)
+                optional = t.endswith(" | None")
+                base = t.removesuffix(" | None")
+                required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+                spec.append((f.name, base, optional, required))
+            cls._spec = spec
+        return spec
+
+    @classmethod
+    def from_dict(cls, data: object) -> Any:
+        """Validate ``data`` and build the record; raise ``ValueError`` naming the first bad field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        kwargs: dict[str, Any] = {}
+        for name, base, optional, required in cls._fields():
+            if name not in data:
+                if required:
+                    raise ValueError(f"{name}: field required")
+                continue
+            v = data[name]
+            if v is None and (optional or base == "Any"):
+                kwargs[name] = None
+                continue
+            nested = cls.NESTED.get(name)
+            if nested is not None:
+                try:
+                    kwargs[name] = nested.from_dict(v)
+                except ValueError as exc:
+                    raise ValueError(f"{name}.{exc}") from None
+                continue
+            if base in cls.NESTED_LISTS:
+                item_cls = cls.NESTED_LISTS[base]
+                if not isinstance(v, list):
+                    raise ValueError(f"{name}: expected a list")
+                try:
+                    kwargs[name] = [item_cls.from_dict(x) for x in v]
+                except ValueError as exc:
+                    raise ValueError(f"{name}.{exc}") from None
+                continue
+            check = _CHECKS.get(base)
+            if check is None or not check(v):
+                raise ValueError(f"{name}: expected {base}{' or null' if optional else ''}, got {type(v).__name__}")
+            if name in cls.CHOICES and v not in cls.CHOICES[name]:
+                raise ValueError(f"{name}: must be one of {', '.join(cls.CHOICES[name])}, not {v!r}")
+            if name in cls.MINIMUM and v < cls.MINIMUM[name]:
+                raise ValueError(f"{name}: must be >= {cls.MINIMUM[name]}")
+            kwargs[name] = v
+        known = {f[0] for f in cls._fields()}
+        extra = {k: v for k, v in data.items() if k not in known}
+        obj = cls(**kwargs)
+        if extra:
+            obj.extra = extra  # type: ignore[attr-defined]
+        return obj
+
+    NESTED_LISTS: ClassVar[dict[str, type[Record]]] = {}
+
+    def to_dict(self, *, exclude_none: bool = False) -> dict[str, Any]:
+        """The record as JSON-ready data (unknown fields from the file included)."""
+        out: dict[str, Any] = {}
+        for name, _base, _opt, _req in self._fields():
+            v = getattr(self, name)
+            if isinstance(v, Record):
+                v = v.to_dict(exclude_none=exclude_none)
+            elif isinstance(v, list) and v and isinstance(v[0], Record):
+                v = [x.to_dict(exclude_none=exclude_none) for x in v]
+            if v is None and exclude_none:
+                continue
+            out[name] = v
+        extra = getattr(self, "extra", None)
+        if extra:
+            out.update(extra)
+        return out
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with ``changes`` (unknown fields carried over)."""
+        new = dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        return new
+
+
+@dataclass
+class WorkerInfo(Record):
     name: str
     index: int = 0
     role: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-class TeamConfig(StateModel):
+@dataclass
+class TeamConfig(Record):
     """``config.json``: the team's identity and settings."""
 
-    schema_version: str = SCHEMA_VERSION
     name: str
-    goal: str = ""
-    workers: list[WorkerInfo] = Field(default_factory=list)
-    lease_ms: int = Field(default=60_000, ge=1)
     created_at: str
-    next_task_id: int = Field(default=1, ge=1)
+    schema_version: str = SCHEMA_VERSION
+    goal: str = ""
+    workers: list[WorkerInfo] = field(default_factory=list)
+    lease_ms: int = 60_000
+    next_task_id: int = 1
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    MINIMUM: ClassVar[dict[str, int]] = {"lease_ms": 1, "next_task_id": 1}
+    NESTED_LISTS: ClassVar[dict[str, type[Record]]] = {"list[WorkerInfo]": WorkerInfo}
 
     def worker_names(self) -> list[str]:
         return [w.name for w in self.workers]
 
 
-class Claim(StateModel):
+@dataclass
+class Claim(Record):
     """The claim inside a task file. Holds the token's sha256 only, never the token."""
 
     owner: str
@@ -53,31 +170,39 @@ class Claim(StateModel):
     claimed_at: str
     pid: int | None = None
     host: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-class Task(StateModel):
+@dataclass
+class Task(Record):
     """``tasks/task-<id>.json``: one task, the source of truth for its status and claim."""
 
     id: str
     subject: str
-    description: str = ""
-    status: TaskStatus = "pending"
     created_at: str
     updated_at: str
-    version: int = Field(default=1, ge=1)
+    description: str = ""
+    status: str = "pending"
+    version: int = 1
     owner: str | None = None
     claim: Claim | None = None
-    depends_on: list[str] = Field(default_factory=list)
+    depends_on: list[str] = field(default_factory=list)
     priority: int = 0
     role: str | None = None
-    files: list[str] = Field(default_factory=list)
+    files: list[str] = field(default_factory=list)
     result: Any = None
     error: str | None = None
     attempts: int = 0
     completed_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"status": TASK_STATUSES}
+    MINIMUM: ClassVar[dict[str, int]] = {"version": 1, "attempts": 0}
+    NESTED: ClassVar[dict[str, type[Record]]] = {"claim": Claim}
 
 
-class Message(StateModel):
+@dataclass
+class Message(Record):
     """``mailbox/<worker>/<message_id>.json``: one message, written once by temp file + rename."""
 
     message_id: str
@@ -87,9 +212,11 @@ class Message(StateModel):
     created_at: str
     delivered_at: str | None = None
     notified_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-class WorkerIdentity(StateModel):
+@dataclass
+class WorkerIdentity(Record):
     name: str
     team: str
     index: int = 0
@@ -98,36 +225,50 @@ class WorkerIdentity(StateModel):
     host: str | None = None
     worktree: str | None = None
     started_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-class WorkerStatus(StateModel):
-    state: WorkerState = "unknown"
+@dataclass
+class WorkerStatus(Record):
+    state: str = "unknown"
     current_task_id: str | None = None
     reason: str | None = None
     updated_at: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"state": WORKER_STATES}
 
 
-class Heartbeat(StateModel):
+@dataclass
+class Heartbeat(Record):
     pid: int | None = None
     last_beat_at: str | None = None
     turn_count: int = 0
     alive: bool = True
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-class ShutdownRequest(StateModel):
+@dataclass
+class ShutdownRequest(Record):
     requested_by: str
     requested_at: str
     reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-class ShutdownAck(StateModel):
+@dataclass
+class ShutdownAck(Record):
     worker: str
-    status: Literal["accept", "reject"] = "accept"
-    reason: str | None = None
     updated_at: str
+    status: str = "accept"
+    reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"status": ("accept", "reject")}
 
 
-class Event(StateModel):
+@dataclass
+class Event(Record):
     """One line of ``events/events.ndjson``."""
 
     event_id: str
@@ -138,4 +279,19 @@ class Event(StateModel):
     task_id: str | None = None
     message_id: str | None = None
     reason: str | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+#: Every on-disk record, by the file it lives in (doctor and the schema export walk this).
+RECORDS: dict[str, type[Record]] = {
+    "config.json": TeamConfig,
+    "tasks/task-<id>.json": Task,
+    "mailbox/<worker>/<message_id>.json": Message,
+    "workers/<worker>/identity.json": WorkerIdentity,
+    "workers/<worker>/status.json": WorkerStatus,
+    "workers/<worker>/heartbeat.json": Heartbeat,
+    "workers/<worker>/shutdown-request.json": ShutdownRequest,
+    "workers/<worker>/shutdown-ack.json": ShutdownAck,
+    "events/events.ndjson (one per line)": Event,
+}

@@ -58,8 +58,8 @@ class HookSettings(_Section):
 class Settings(_Section):
     """Everything WORKFLOW.md's front matter can set."""
 
-    agent: AgentSettings = Field(default_factory=AgentSettings)  # type: ignore[arg-type]
-    polling: PollingSettings = Field(default_factory=PollingSettings)  # type: ignore[arg-type]
-    worktree: WorktreeSettings = Field(default_factory=WorktreeSettings)  # type: ignore[arg-type]
-    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)  # type: ignore[arg-type]
-    hooks: HookSettings = Field(default_factory=HookSettings)  # type: ignore[arg-type]
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    polling: PollingSettings = Field(default_factory=PollingSettings)
+    worktree: WorktreeSettings = Field(default_factory=WorktreeSettings)
+    runtime: RuntimeSettings = Field(default_factory=RuntimeSettings)
+    hooks: HookSettings = Field(default_factory=HookSettings)

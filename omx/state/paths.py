@@ -58,6 +58,11 @@ class TeamPaths:
         return self.dir / "index" / "waiting"
 
     @property
+    def claimed(self) -> Path:
+        """Marker index of in-progress tasks, named ``<id>~<leased_until_ms>~<pid>~<host8>``."""
+        return self.dir / "index" / "claimed"
+
+    @property
     def locks(self) -> Path:
         return self.dir / "locks"
 
@@ -83,5 +88,5 @@ class TeamPaths:
         return self.events_dir / "events.ndjson"
 
     def all_dirs(self) -> list[Path]:
-        return [self.tasks, self.ready, self.waiting, self.locks, self.events_dir,
+        return [self.tasks, self.ready, self.waiting, self.claimed, self.locks, self.events_dir,
                 self.dir / "workers", self.dir / "mailbox"]

@@ -1,0 +1,157 @@
+"""``omx team api <operation>``: JSON in, one JSON envelope out, a documented exit status.
+
+This module is the CLI's hot path: it imports neither typer nor rich. Every failure — bad JSON, an
+unknown operation, a bad name, a refused claim, a corrupt file, a bug — is printed as a JSON error
+with a stable code; no traceback ever reaches the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = "1.0"
+USAGE = """\
+usage: omx team api <operation> [--input JSON | --input @FILE | --input -] [--json] [--root DIR]
+       omx team api --list [--json]
+       omx team api <operation> --help
+
+Prints one JSON object: {"schema_version","timestamp","command","ok","operation","data"|"error"}.
+Exit status: 0 ok, 1 refused, 2 bad input, 3 not found, 4 internal error.
+"""
+
+
+def _now_iso() -> str:
+    from omx.clock import SYSTEM_CLOCK, iso
+
+    return iso(SYSTEM_CLOCK.now_ms())
+
+
+def _envelope(operation: str, *, data: Any = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "timestamp": _now_iso(),
+        "command": f"omx team api {operation}".rstrip(),
+        "ok": error is None,
+        "operation": operation,
+    }
+    if error is None:
+        out["data"] = data
+    else:
+        out["error"] = error
+    return out
+
+
+def _print(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _read_input(raw: str) -> Any:
+    from omx.errors import InvalidInput
+
+    if raw == "-":
+        text = sys.stdin.read()
+    elif raw.startswith("@"):
+        try:
+            text = Path(raw[1:]).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read input file {raw[1:]!r}: {exc}") from None
+    else:
+        text = raw
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"--input is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"--input must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _parse(args: list[str]) -> tuple[str | None, dict[str, Any]]:
+    from omx.errors import InvalidInput
+
+    opts: dict[str, Any] = {"input": None, "root": None, "help": False, "list": False}
+    operation = None
+    it = iter(args)
+    for a in it:
+        if a in ("--help", "-h", "help"):
+            opts["help"] = True
+        elif a == "--json":
+            pass  # output is always JSON; accepted for oh-my-codex compatibility
+        elif a == "--list":
+            opts["list"] = True
+        elif a in ("--input", "--root"):
+            val = next(it, None)
+            if val is None:
+                raise InvalidInput(f"{a} needs a value")
+            opts[a[2:]] = val
+        elif a.startswith("--input=") or a.startswith("--root="):
+            k, _, v = a[2:].partition("=")
+            opts[k] = v
+        elif a.startswith("-") or operation is not None:
+            raise InvalidInput(f"unexpected argument {a!r}")
+        else:
+            operation = a
+    return operation, opts
+
+
+def run_api(args: list[str]) -> int:
+    """Run one API call; print its envelope; return the exit status."""
+    from omx import errors
+
+    operation = ""
+    try:
+        op_name, opts = _parse(args)
+        operation = op_name or ""
+        if opts["list"] or (op_name is None and opts["help"]):
+            return _list(opts["help"] and not opts["list"])
+        if op_name is None:
+            raise errors.InvalidInput("missing operation; see omx team api --list")
+        from omx.state.api import OPERATIONS
+
+        spec = OPERATIONS.get(op_name)
+        if spec is None:
+            raise errors.UnknownOperation(
+                f"unknown operation {op_name!r}; see omx team api --list", known=sorted(OPERATIONS)
+            )
+        if opts["help"]:
+            from omx.cli.api_help import operation_help
+
+            sys.stdout.write(operation_help(spec))
+            return 0
+        payload = _read_input(opts["input"]) if opts["input"] is not None else {}
+        data = _call(spec, payload, opts["root"])
+    except errors.OmxError as exc:
+        _print(_envelope(operation, error=exc.to_dict()))
+        return exc.exit_status
+    except KeyboardInterrupt:
+        _print(_envelope(operation, error={"code": "interrupted", "message": "interrupted"}))
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the contract: a JSON error, never a traceback
+        err = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+        _print(_envelope(operation, error=err))
+        return errors.EXIT_INTERNAL
+    _print(_envelope(operation, data=data))
+    return 0
+
+
+def _call(spec: Any, payload: dict[str, Any], root_opt: str | None) -> Any:
+    from omx.state.filestore import FileStore
+    from omx.state.paths import default_root
+
+    root = Path(root_opt).expanduser() if root_opt else default_root(Path(os.getcwd()))
+    return spec.call(FileStore(root), payload)
+
+
+def _list(with_usage: bool) -> int:
+    from omx.state.api import OPERATIONS
+
+    if with_usage:
+        sys.stdout.write(USAGE + "\n")
+    ops = [{"name": o.name, "summary": o.summary, "omx_extension": o.ours} for o in OPERATIONS.values()]
+    _print(_envelope("", data={"operations": ops}))
+    return 0

@@ -1,0 +1,281 @@
+"""What every part of the file store shares: the root, the clock, task I/O and the marker index.
+
+The marker index makes ``claim-next`` cheap without trusting anything but the task files:
+
+* ``index/ready/<sortkey>``   — an empty file per pending task whose dependencies are completed;
+* ``index/waiting/<sortkey>`` — an empty file per pending task still waiting on dependencies;
+* ``index/claimed/<id>~<leased_until_ms>~<pid>~<host8>`` — an empty file per in-progress task, so
+  expired or orphaned claims are found from a directory listing, without opening task files.
+
+Markers are changed only while holding the task's lock, right after the task file. A marker that
+disagrees with its task file (a crash between the two writes) is healed by the next reader that
+opens the task under its lock, and :meth:`StoreBase.rebuild_index` rebuilds the lot from ``tasks/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import socket
+from pathlib import Path
+from typing import Any
+
+from omx.clock import SYSTEM_CLOCK, Clock, iso
+from omx.errors import CorruptState, TaskNotFound, TeamNotFound
+from omx.models import Event, Task, TeamConfig
+from omx.state import atomic
+from omx.state.names import task_id as parse_task_id
+from omx.state.paths import TeamPaths
+
+PRIORITY_LIMIT = 100_000_000
+_SORT_BASE = 1_000_000_000
+
+
+def sort_key(task: Task) -> str:
+    """Markers sort by priority (higher first), then id (lower first)."""
+    prio = max(-PRIORITY_LIMIT, min(PRIORITY_LIMIT, task.priority))
+    return f"{_SORT_BASE - prio:010d}-{int(task.id):012d}"
+
+
+def key_task_id(name: str) -> str:
+    return str(int(name.rpartition("-")[2]))
+
+
+def host_tag(host: str) -> str:
+    return hashlib.sha256(host.encode()).hexdigest()[:8]
+
+
+def pid_alive(pid: int) -> bool:
+    """True if ``pid`` is a live (non-zombie) process on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        # A SIGKILLed child that nobody reaped yet is a zombie: dead for our purposes.
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
+    except OSError:
+        return True
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+class StoreBase:
+    """Root, clock, host identity, and the helpers every store operation uses."""
+
+    def __init__(self, root: Path | str, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.root = Path(root)
+        self.clock = clock
+        self.host = socket.gethostname()
+        self.host_tag = host_tag(self.host)
+
+    # --- teams ------------------------------------------------------------------------------
+
+    def paths(self, team: str) -> TeamPaths:
+        """Validated paths of an existing team (:class:`TeamNotFound` otherwise)."""
+        p = TeamPaths.of(self.root, team)
+        if not p.config.exists():
+            raise TeamNotFound(f"no team {team!r} under {self.root}", team=team)
+        return p
+
+    def read_config(self, team: str) -> TeamConfig:
+        """The team's ``config.json``."""
+        p = self.paths(team)
+        return self._load_config(p)
+
+    def _load_config(self, p: TeamPaths) -> TeamConfig:
+        data = atomic.read_json(p.config)
+        try:
+            cfg: TeamConfig = TeamConfig.from_dict(data)
+        except ValueError as exc:
+            raise CorruptState(f"{p.config}: invalid team config ({exc})", path=str(p.config)) from None
+        return cfg
+
+    def now(self) -> tuple[int, str]:
+        ms = self.clock.now_ms()
+        return ms, iso(ms)
+
+    # --- tasks ------------------------------------------------------------------------------
+
+    def _load_task(self, p: TeamPaths, tid: str) -> Task:
+        path = p.task(tid)
+        try:
+            data = atomic.read_json(path)
+        except FileNotFoundError:
+            raise TaskNotFound(f"no task {tid} in team {p.team!r}", team=p.team, task_id=tid) from None
+        try:
+            task: Task = Task.from_dict(data)
+        except ValueError as exc:
+            raise CorruptState(f"{path}: invalid task ({exc})", path=str(path)) from None
+        if task.id != tid:
+            raise CorruptState(f"{path}: holds task id {task.id!r}", path=str(path))
+        return task
+
+    def _save_task(self, p: TeamPaths, task: Task) -> None:
+        atomic.write_json(p.task(task.id), task.to_dict())
+
+    def _raw_task(self, p: TeamPaths, tid: str) -> dict[str, Any] | None:
+        """A task file as a plain dict from a lock-free read (files are replaced whole); None if unreadable."""
+        try:
+            data = json.loads(p.task(tid).read_bytes())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _task_status(self, p: TeamPaths, tid: str) -> str | None:
+        """A dependency's status from a lock-free read; None if missing or corrupt."""
+        data = self._raw_task(p, tid)
+        status = data.get("status") if data else None
+        return status if isinstance(status, str) else None
+
+    def unmet_dependencies(self, p: TeamPaths, task: Task) -> list[dict[str, Any]]:
+        """Dependencies that are not completed, as ``[{"id", "status"}]`` (status None if missing/corrupt)."""
+        out = []
+        for dep in task.depends_on:
+            st = self._task_status(p, dep)
+            if st != "completed":
+                out.append({"id": dep, "status": st})
+        return out
+
+    def list_task_ids(self, p: TeamPaths) -> list[str]:
+        ids = []
+        for name in os.listdir(p.tasks):
+            if name.startswith("task-") and name.endswith(".json"):
+                with contextlib.suppress(Exception):
+                    ids.append(parse_task_id(name[:-5]))
+        ids.sort(key=int)
+        return ids
+
+    # --- marker index (call only while holding the task's lock) ------------------------------
+
+    def _claimed_marker(self, task: Task) -> str | None:
+        c = task.claim
+        if task.status != "in_progress" or c is None:
+            return None
+        from omx.clock import parse_iso
+
+        host = host_tag(c.host) if c.host else "-"
+        return f"{task.id}~{parse_iso(c.leased_until)}~{c.pid or 0}~{host}"
+
+    def _reindex(self, p: TeamPaths, old: Task | None, new: Task) -> None:
+        """Move ``new``'s markers to where its state says they belong."""
+        key = sort_key(new)
+        want_ready = want_waiting = False
+        if new.status == "pending":
+            if self.unmet_dependencies(p, new):
+                want_waiting = True
+            else:
+                want_ready = True
+        if old is not None and sort_key(old) != key:
+            _unlink(p.ready / sort_key(old))
+            _unlink(p.waiting / sort_key(old))
+        (_touch if want_ready else _unlink)(p.ready / key)
+        (_touch if want_waiting else _unlink)(p.waiting / key)
+        old_claimed = self._claimed_marker(old) if old is not None else None
+        new_claimed = self._claimed_marker(new)
+        if old_claimed and old_claimed != new_claimed:
+            _unlink(p.claimed / old_claimed)
+        if new_claimed and new_claimed != old_claimed:
+            _touch(p.claimed / new_claimed)
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        p: TeamPaths,
+        type_: str,
+        *,
+        worker: str | None = None,
+        task_id: str | None = None,
+        message_id: str | None = None,
+        reason: str | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Event:
+        ms, at = self.now()
+        ev = Event(
+            event_id=f"{ms:013d}-{secrets.token_hex(4)}",
+            type=type_,
+            team=p.team,
+            created_at=at,
+            worker=worker,
+            task_id=task_id,
+            message_id=message_id,
+            reason=reason,
+            data=data or {},
+        )
+        line = (json.dumps(ev.to_dict(exclude_none=True), ensure_ascii=False) + "\n").encode()
+        # One write() on an O_APPEND descriptor: concurrent appenders never interleave within a line.
+        fd = os.open(p.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+        return ev
+
+    # --- repair -----------------------------------------------------------------------------
+
+    def _desired_markers(self, p: TeamPaths, task: Task) -> set[tuple[Path, str]]:
+        out: set[tuple[Path, str]] = set()
+        if task.status == "pending":
+            out.add((p.waiting if self.unmet_dependencies(p, task) else p.ready, sort_key(task)))
+        marker = self._claimed_marker(task)
+        if marker:
+            out.add((p.claimed, marker))
+        return out
+
+    def rebuild_index(self, team: str) -> dict[str, int]:
+        """Rebuild every marker from the task files (the truth); safe while workers run.
+
+        Returns how many markers were added and removed.
+        """
+        from omx.state.locks import locked
+
+        p = self.paths(team)
+        added = removed = 0
+        for tid in self.list_task_ids(p):
+            with locked(p.task_lock(tid)):
+                try:
+                    task = self._load_task(p, tid)
+                except (CorruptState, TaskNotFound):
+                    continue
+                for d, name in self._desired_markers(p, task):
+                    if not (d / name).exists():
+                        _touch(d / name)
+                        added += 1
+        for d in (p.ready, p.waiting, p.claimed):
+            for name in os.listdir(d):
+                try:
+                    tid = parse_task_id(name.split("~")[0]) if d == p.claimed else key_task_id(name)
+                except Exception:
+                    _unlink(d / name)
+                    removed += 1
+                    continue
+                with locked(p.task_lock(tid)):
+                    try:
+                        want = self._desired_markers(p, self._load_task(p, tid))
+                    except (CorruptState, TaskNotFound):
+                        want = set()
+                    if (d, name) not in want and (d / name).exists():
+                        _unlink(d / name)
+                        removed += 1
+        return {"added": added, "removed": removed}

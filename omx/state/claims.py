@@ -1,0 +1,310 @@
+"""Claims: claim-task, claim-next, renew, transition, release, reclaim-expired.
+
+A claim is data in the task file — owner, the sha256 of a 128-bit token, a lease — never a held lock.
+Every read-check-write of a task happens inside a short critical section on ``locks/task-<id>.lock``.
+The token is returned once, to the claimer; the file keeps only its hash, so reading the state does
+not let anyone finish somebody else's task. An expired lease (or, on this host, a holder whose pid is
+gone) makes the task claimable again, and the old token is refused from then on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from omx.clock import iso, parse_iso
+from omx.errors import (
+    AlreadyTerminal,
+    BlockedDependency,
+    ClaimConflict,
+    CorruptState,
+    InvalidInput,
+    InvalidToken,
+    InvalidTransition,
+    LeaseExpired,
+    TaskNotFound,
+    VersionConflict,
+)
+from omx.models import TERMINAL, Claim, Task, TeamConfig
+from omx.state import names
+from omx.state.base import key_task_id, pid_alive
+from omx.state.locks import locked, try_locked
+from omx.state.paths import TeamPaths
+from omx.state.tasks import TaskOps
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """A successful claim: the task as written, and the token (shown only here, never stored)."""
+
+    task: Task
+    token: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task.to_dict(), "claimToken": self.token}
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class ClaimOps(TaskOps):
+    """The claim protocol."""
+
+    def _lease_state(self, task: Task, now_ms: int) -> str:
+        """``live``, ``expired`` or ``orphaned`` (holder on this host is dead) for an in-progress task."""
+        c = task.claim
+        if c is None:
+            return "expired"
+        if parse_iso(c.leased_until) <= now_ms:
+            return "expired"
+        if c.pid and c.host == self.host and not pid_alive(c.pid):
+            return "orphaned"
+        return "live"
+
+    def _claim_locked(
+        self, p: TeamPaths, cfg: TeamConfig, tid: str, worker: str, *, pid: int | None,
+        expected_version: int | None = None, strict: bool = True,
+    ) -> ClaimResult | None:
+        """Claim ``tid`` while holding its lock. ``strict``: raise on refusal; else return None."""
+        try:
+            old = self._load_task(p, tid)
+        except (TaskNotFound, CorruptState):
+            if strict:
+                raise
+            return None
+        now_ms, at = self.now()
+        try:
+            if expected_version is not None and old.version != expected_version:
+                raise VersionConflict(
+                    f"task {tid} is at version {old.version}, not {expected_version}", task_id=tid, version=old.version
+                )
+            took_over: dict[str, Any] | None = None
+            if old.status in TERMINAL:
+                raise AlreadyTerminal(f"task {tid} is already {old.status}", task_id=tid, status=old.status)
+            if old.status == "in_progress":
+                state = self._lease_state(old, now_ms)
+                if state == "live":
+                    holder = old.claim.owner if old.claim else old.owner
+                    raise ClaimConflict(
+                        f"task {tid} is held by {holder} until {old.claim.leased_until if old.claim else '?'}",
+                        task_id=tid, owner=holder,
+                    )
+                took_over = {"previous_owner": old.owner, "reason": state}
+            elif old.status != "pending":
+                raise ClaimConflict(f"task {tid} is {old.status}, not pending", task_id=tid, status=old.status)
+            elif old.owner not in (None, worker):
+                raise ClaimConflict(f"task {tid} is assigned to {old.owner}", task_id=tid, owner=old.owner)
+            unmet = self.unmet_dependencies(p, old)
+            if unmet:
+                raise BlockedDependency(
+                    f"task {tid} waits on " + ", ".join(f"{d['id']} ({d['status'] or 'missing'})" for d in unmet),
+                    task_id=tid, blocked_by=unmet,
+                )
+        except (ClaimConflict, AlreadyTerminal, VersionConflict, BlockedDependency):
+            if strict:
+                raise
+            if old.status == "pending":
+                self._reindex(p, old, old)  # heal a marker that disagreed with the file
+            return None
+        token = secrets.token_hex(16)
+        claim = Claim(
+            owner=worker, token_sha256=hash_token(token), leased_until=iso(now_ms + cfg.lease_ms),
+            claimed_at=at, pid=pid, host=self.host if pid else None,
+        )
+        new = old.replace(**{
+            "status": "in_progress", "owner": worker, "claim": claim, "attempts": old.attempts + 1,
+            "version": old.version + 1, "updated_at": at, "error": None,
+        })
+        self._save_task(p, new)
+        self._reindex(p, old, new)
+        data: dict[str, Any] = {"attempt": new.attempts, "leased_until": claim.leased_until}
+        if took_over:
+            data["took_over"] = took_over
+        self._emit(p, "task_claimed", worker=worker, task_id=tid, data=data)
+        return ClaimResult(new, token)
+
+    def claim_task(
+        self, team: str, task_id: str | int, worker: str, *, expected_version: int | None = None,
+        pid: int | None = None,
+    ) -> ClaimResult:
+        """Claim one task by id. ``pid`` (the worker's long-lived process) lets a dead holder be reclaimed at once."""
+        p = self.paths(team)
+        tid = names.task_id(task_id)
+        cfg = self._load_config(p)
+        self.require_member(cfg, worker)
+        with locked(p.task_lock(tid)):
+            result = self._claim_locked(p, cfg, tid, worker, pid=pid, expected_version=expected_version)
+        assert result is not None
+        return result
+
+    def claim_next(self, team: str, worker: str, *, pid: int | None = None) -> ClaimResult | None:
+        """Claim the best ready task for ``worker``, or return None when there is none.
+
+        Order: abandoned claims (expired lease, dead local holder) first, then ready tasks by
+        priority (higher first) and id. Tasks pre-assigned to another worker are skipped. A task
+        whose lock is busy is skipped on the first pass (someone is claiming it) and retried last.
+        """
+        p = self.paths(team)
+        cfg = self._load_config(p)
+        self.require_member(cfg, worker)
+        now_ms, _ = self.now()
+        busy: list[str] = []
+        abandoned = self._abandoned(p, now_ms)
+        for tid in abandoned + self._ready_candidates(p, worker):
+            if tid not in abandoned and not self._looks_claimable(p, tid, worker):
+                continue
+            with try_locked(p.task_lock(tid)) as got:
+                if not got:
+                    busy.append(tid)
+                    continue
+                result = self._claim_locked(p, cfg, tid, worker, pid=pid, strict=False)
+            if result is not None:
+                return result
+        for tid in busy:
+            with locked(p.task_lock(tid)):
+                result = self._claim_locked(p, cfg, tid, worker, pid=pid, strict=False)
+            if result is not None:
+                return result
+        return None
+
+    def _abandoned(self, p: TeamPaths, now_ms: int) -> list[str]:
+        out = []
+        for name in os.listdir(p.claimed):
+            parts = name.split("~")
+            if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit():
+                continue
+            until, pid, host = int(parts[1]), int(parts[2]), parts[3]
+            if until <= now_ms or (pid and host == self.host_tag and not pid_alive(pid)):
+                out.append(parts[0])
+        return sorted(out, key=int)
+
+    def _looks_claimable(self, p: TeamPaths, tid: str, worker: str) -> bool:
+        # Lock-free look (files are replaced whole): skip tasks assigned to others without locking them.
+        # A marker that looks wrong is healed under the lock by whoever claims or updates the task.
+        raw = self._raw_task(p, tid)
+        if raw is None:
+            return True  # let the locked path report or heal it
+        return raw.get("status") == "pending" and raw.get("owner") in (None, worker)
+
+    def _ready_candidates(self, p: TeamPaths, worker: str) -> list[str]:
+        out = []
+        for name in sorted(os.listdir(p.ready)):
+            try:
+                out.append(key_task_id(name))
+            except ValueError:
+                continue
+        return out
+
+    def _holder_check(self, p: TeamPaths, tid: str, worker: str, token: str, now_ms: int) -> Task:
+        """The task, if ``worker`` holds it with ``token`` and the lease is live; else a refusal."""
+        task = self._load_task(p, tid)
+        if task.status in TERMINAL:
+            raise AlreadyTerminal(f"task {tid} is already {task.status}", task_id=tid, status=task.status)
+        c = task.claim
+        if task.status != "in_progress" or c is None:
+            raise LeaseExpired(f"task {tid} is {task.status}; the claim is gone", task_id=tid)
+        if c.owner != worker or not hmac.compare_digest(c.token_sha256, hash_token(token)):
+            raise InvalidToken(f"worker {worker} with this token does not hold task {tid}", task_id=tid)
+        if parse_iso(c.leased_until) <= now_ms:
+            raise LeaseExpired(f"the lease on task {tid} expired at {c.leased_until}", task_id=tid)
+        return task
+
+    def renew_claim(self, team: str, task_id: str | int, worker: str, claim_token: str) -> Task:
+        """Extend the lease by the team's ``lease_ms`` from now."""
+        p = self.paths(team)
+        tid = names.task_id(task_id)
+        _check_token(claim_token)
+        cfg = self._load_config(p)
+        with locked(p.task_lock(tid)):
+            now_ms, at = self.now()
+            old = self._holder_check(p, tid, worker, claim_token, now_ms)
+            assert old.claim is not None
+            claim = old.claim.replace(**{"leased_until": iso(now_ms + cfg.lease_ms)})
+            new = old.replace(**{"claim": claim, "version": old.version + 1, "updated_at": at})
+            self._save_task(p, new)
+            self._reindex(p, old, new)
+            self._emit(p, "task_renewed", worker=worker, task_id=tid, data={"leased_until": claim.leased_until})
+        return new
+
+    def transition_task(
+        self, team: str, task_id: str | int, worker: str, claim_token: str, to: str, *,
+        result: Any = None, error: str | None = None, from_status: str | None = None,
+    ) -> Task:
+        """Finish a task: ``in_progress`` → ``completed`` | ``failed``, with a result or an error."""
+        p = self.paths(team)
+        tid = names.task_id(task_id)
+        _check_token(claim_token)
+        if to not in TERMINAL:
+            raise InvalidTransition(f"cannot transition to {to!r}: only 'completed' or 'failed'", to=to)
+        if from_status is not None and from_status != "in_progress":
+            raise InvalidTransition(f"only in_progress tasks transition, not {from_status!r}", from_status=from_status)
+        if error is not None and not isinstance(error, str):
+            raise InvalidInput("error must be a string", field="error")
+        with locked(p.task_lock(tid)):
+            now_ms, at = self.now()
+            old = self._holder_check(p, tid, worker, claim_token, now_ms)
+            new = old.replace(**{
+                "status": to, "claim": None, "result": result, "error": error, "completed_at": at,
+                "version": old.version + 1, "updated_at": at,
+            })
+            self._save_task(p, new)
+            self._reindex(p, old, new)
+            self._emit(p, f"task_{to}", worker=worker, task_id=tid, reason=error)
+        if to == "completed":
+            self._promote_if_ready(p, completed=tid)
+        return new
+
+    def release_claim(
+        self, team: str, task_id: str | int, worker: str, claim_token: str, *, reason: str | None = None
+    ) -> Task:
+        """Give a task back: ``in_progress`` → ``pending``, claimable by anyone."""
+        p = self.paths(team)
+        tid = names.task_id(task_id)
+        _check_token(claim_token)
+        with locked(p.task_lock(tid)):
+            # A holder may give back a task even after its lease ran out, as long as nobody took it.
+            now_ms, at = self.now()
+            old = self._holder_check(p, tid, worker, claim_token, 0)
+            new = old.replace(**{
+                "status": "pending", "claim": None, "owner": None, "version": old.version + 1, "updated_at": at,
+            })
+            self._save_task(p, new)
+            self._reindex(p, old, new)
+            self._emit(p, "task_released", worker=worker, task_id=tid, reason=reason)
+        return new
+
+    def reclaim_expired(self, team: str) -> list[dict[str, Any]]:
+        """Put every abandoned in-progress task back to pending. Returns what was reclaimed and why."""
+        p = self.paths(team)
+        out = []
+        for tid in self._abandoned(p, self.clock.now_ms()):
+            with locked(p.task_lock(tid)):
+                try:
+                    old = self._load_task(p, tid)
+                except (TaskNotFound, CorruptState):
+                    continue
+                now_ms, at = self.now()
+                if old.status != "in_progress":
+                    self._reindex(p, old, old)
+                    continue
+                state = self._lease_state(old, now_ms)
+                if state == "live":
+                    continue
+                new = old.replace(**{
+                    "status": "pending", "claim": None, "owner": None, "version": old.version + 1, "updated_at": at,
+                })
+                self._save_task(p, new)
+                self._reindex(p, old, new)
+                self._emit(p, "claim_expired", worker=old.owner, task_id=tid, reason=state)
+                out.append({"task_id": tid, "previous_owner": old.owner, "reason": state})
+        return out
+
+
+def _check_token(token: object) -> None:
+    if not isinstance(token, str) or not token or len(token) > 200:
+        raise InvalidInput("claim_token must be a non-empty string", field="claim_token")

@@ -1,0 +1,307 @@
+"""Teams and tasks: create, read, list, update, and dependency rules."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from omx.errors import (
+    AlreadyTerminal,
+    CorruptState,
+    DependencyError,
+    InvalidInput,
+    NotEmpty,
+    TaskNotFound,
+    TeamExists,
+    WorkerNotFound,
+)
+from omx.models import TERMINAL, Task, TeamConfig, WorkerInfo
+from omx.state import atomic, names
+from omx.state.base import PRIORITY_LIMIT, StoreBase
+from omx.state.locks import locked
+from omx.state.paths import TeamPaths
+
+UPDATABLE = frozenset({"subject", "description", "depends_on", "priority", "role", "files"})
+MAX_SUBJECT = 500
+MAX_DESCRIPTION = 200_000
+
+
+@dataclass
+class TaskList:
+    """What :meth:`TaskOps.list_tasks` returns: the tasks, each task's unmet dependencies, corrupt files."""
+
+    tasks: list[Task] = field(default_factory=list)
+    blocked_by: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    corrupt: list[dict[str, str]] = field(default_factory=list)
+
+
+class TaskOps(StoreBase):
+    """Team and task records."""
+
+    # --- teams ------------------------------------------------------------------------------
+
+    def create_team(
+        self, name: str, *, goal: str = "", workers: Iterable[str | WorkerInfo] = (), lease_ms: int = 60_000
+    ) -> TeamConfig:
+        """Create a team. Workers are names (``worker-1`` …) or :class:`WorkerInfo`.
+
+        >>> store.create_team("alpha", goal="ship it", workers=["worker-1", "worker-2"])  # doctest: +SKIP
+        """
+        p = TeamPaths.of(self.root, name)
+        infos: list[WorkerInfo] = []
+        for i, w in enumerate(workers, start=1):
+            info = w if isinstance(w, WorkerInfo) else WorkerInfo(name=w, index=i)
+            names.worker_name(info.name, allow_leader=False)
+            infos.append(info)
+        if len({w.name for w in infos}) != len(infos):
+            raise InvalidInput("worker names must be unique", field="workers")
+        if not isinstance(lease_ms, int) or lease_ms < 1:
+            raise InvalidInput("lease_ms must be a positive integer", field="lease_ms")
+        p.dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            p.dir.mkdir()
+        except FileExistsError:
+            if p.config.exists():
+                raise TeamExists(f"team {name!r} already exists", team=name) from None
+        for d in p.all_dirs():
+            d.mkdir(parents=True, exist_ok=True)
+        with locked(p.team_lock):
+            if p.config.exists():
+                raise TeamExists(f"team {name!r} already exists", team=name)
+            for w in infos:
+                p.worker_dir(w.name).mkdir(parents=True, exist_ok=True)
+                p.mailbox(w.name).mkdir(parents=True, exist_ok=True)
+            p.mailbox(names.LEADER).mkdir(parents=True, exist_ok=True)
+            _, at = self.now()
+            cfg = TeamConfig(name=name, goal=goal, workers=infos, lease_ms=lease_ms, created_at=at)
+            atomic.write_json(p.config, cfg.to_dict())
+            self._emit(p, "team_created", data={"workers": [w.name for w in infos], "lease_ms": lease_ms})
+        return cfg
+
+    def list_teams(self) -> list[str]:
+        base = self.root / "team"
+        if not base.is_dir():
+            return []
+        return sorted(d for d in os.listdir(base) if names.TEAM_RE.fullmatch(d) and (base / d / "config.json").exists())
+
+    def require_member(self, cfg: TeamConfig, worker: str, *, allow_leader: bool = False) -> str:
+        names.worker_name(worker)
+        if worker == names.LEADER and allow_leader:
+            return worker
+        if worker not in cfg.worker_names():
+            raise WorkerNotFound(f"{worker!r} is not a worker of team {cfg.name!r}", team=cfg.name, worker=worker)
+        return worker
+
+    def cleanup(self, team: str, *, force: bool = False) -> dict[str, Any]:
+        """Delete the team's state. Refuses while tasks are in progress unless ``force``."""
+        p = self.paths(team)
+        with locked(p.team_lock):
+            busy = [n.split("~")[0] for n in os.listdir(p.claimed)]
+            if busy and not force:
+                raise NotEmpty(f"tasks still in progress: {', '.join(sorted(busy, key=int))}", in_progress=busy)
+            shutil.rmtree(p.dir)
+        return {"team": team, "removed": True}
+
+    # --- tasks ------------------------------------------------------------------------------
+
+    def create_task(
+        self,
+        team: str,
+        subject: str,
+        description: str = "",
+        *,
+        depends_on: Iterable[str | int] = (),
+        priority: int = 0,
+        role: str | None = None,
+        files: Iterable[str] = (),
+        owner: str | None = None,
+    ) -> Task:
+        """Create a pending task with the next id (never reused). ``owner`` pre-assigns it."""
+        p = self.paths(team)
+        _check_text(subject, description)
+        prio = _check_priority(priority)
+        deps = _normalise_deps(depends_on)
+        with locked(p.team_lock):
+            cfg = self._load_config(p)
+            if owner is not None:
+                self.require_member(cfg, owner)
+            for dep in deps:
+                if not p.task(dep).exists():
+                    raise DependencyError(f"depends_on names unknown task {dep}", task_id=dep)
+            tid = str(cfg.next_task_id)
+            cfg.next_task_id += 1
+            atomic.write_json(p.config, cfg.to_dict())
+            _, at = self.now()
+            task = Task(
+                id=tid, subject=subject, description=description, created_at=at, updated_at=at,
+                depends_on=deps, priority=prio, role=role, files=list(files), owner=owner,
+            )
+            with locked(p.task_lock(tid)):
+                self._save_task(p, task)
+                self._reindex(p, None, task)
+                self._emit(p, "task_created", task_id=tid, worker=owner, data={"subject": subject[:200]})
+        self._promote_if_ready(p, [tid])  # its dependencies may have completed meanwhile
+        return task
+
+    def read_task(self, team: str, task_id: str | int) -> Task:
+        return self._load_task(self.paths(team), names.task_id(task_id))
+
+    def list_tasks(self, team: str, *, status: str | None = None, owner: str | None = None) -> TaskList:
+        """Every readable task (filtered), unmet dependencies per task, and corrupt files with their paths."""
+        p = self.paths(team)
+        out = TaskList()
+        by_id: dict[str, Task] = {}
+        for tid in self.list_task_ids(p):
+            try:
+                by_id[tid] = self._load_task(p, tid)
+            except CorruptState as exc:
+                out.corrupt.append({"path": str(p.task(tid)), "error": exc.message})
+            except TaskNotFound:
+                continue
+        for tid, task in by_id.items():
+            unmet = [
+                {"id": d, "status": by_id[d].status if d in by_id else None}
+                for d in task.depends_on
+                if d not in by_id or by_id[d].status != "completed"
+            ]
+            if unmet and task.status == "pending":
+                out.blocked_by[tid] = unmet
+            # "blocked" matches a pending task that waits on dependencies, as well as a stored status.
+            if status is not None and task.status != status and not (status == "blocked" and tid in out.blocked_by):
+                continue
+            if owner is not None and task.owner != owner:
+                continue
+            out.tasks.append(task)
+        return out
+
+    def update_task(
+        self, team: str, task_id: str | int, changes: dict[str, Any], *, expected_version: int | None = None
+    ) -> Task:
+        """Change metadata (subject, description, depends_on, priority, role, files) — never status or claim."""
+        p = self.paths(team)
+        tid = names.task_id(task_id)
+        bad = sorted(set(changes) - UPDATABLE)
+        if bad:
+            raise InvalidInput(f"update-task cannot change {', '.join(bad)} (only {', '.join(sorted(UPDATABLE))})")
+        if "subject" in changes or "description" in changes:
+            _check_text(changes.get("subject", "x"), changes.get("description", ""))
+        if "priority" in changes:
+            changes["priority"] = _check_priority(changes["priority"])
+        if "depends_on" in changes:
+            changes["depends_on"] = _normalise_deps(changes["depends_on"])
+        # Dependency edits take the team lock so that two concurrent edits cannot close a cycle.
+        with locked(p.team_lock) if "depends_on" in changes else _nullcontext():
+            with locked(p.task_lock(tid)):
+                old = self._load_task(p, tid)
+                if expected_version is not None and old.version != expected_version:
+                    from omx.errors import VersionConflict
+
+                    raise VersionConflict(
+                        f"task {tid} is at version {old.version}, not {expected_version}",
+                        task_id=tid, version=old.version,
+                    )
+                if "depends_on" in changes:
+                    if old.status in TERMINAL or old.status == "in_progress":
+                        raise AlreadyTerminal(f"task {tid} is {old.status}; its dependencies can no longer change")
+                    self._check_deps(p, tid, changes["depends_on"])
+                _, at = self.now()
+                try:
+                    new = Task.from_dict({**old.to_dict(), **changes, "version": old.version + 1, "updated_at": at})
+                except ValueError as exc:
+                    raise InvalidInput(f"update-task: {exc}") from None
+                self._save_task(p, new)
+                self._reindex(p, old, new)
+                self._emit(p, "task_updated", task_id=tid, data={"fields": sorted(changes)})
+        self._promote_if_ready(p, [tid])
+        return new
+
+    def _check_deps(self, p: TeamPaths, tid: str, deps: list[str]) -> None:
+        if tid in deps:
+            raise DependencyError(f"task {tid} cannot depend on itself", task_id=tid)
+        for dep in deps:
+            if not p.task(dep).exists():
+                raise DependencyError(f"depends_on names unknown task {dep}", task_id=dep)
+        # Walk the graph from the new dependencies; reaching tid again means a cycle.
+        seen: set[str] = set()
+        stack = list(deps)
+        while stack:
+            cur = stack.pop()
+            if cur == tid:
+                raise DependencyError(f"depends_on would make a cycle through task {tid}", task_id=tid)
+            if cur in seen:
+                continue
+            seen.add(cur)
+            try:
+                stack.extend(self._load_task(p, cur).depends_on)
+            except (TaskNotFound, CorruptState):
+                continue
+
+    def _promote_if_ready(self, p: TeamPaths, tids: Iterable[str] | None = None, *, completed: str | None = None) -> list[str]:
+        """Move waiting tasks whose dependencies are now all completed into the ready index.
+
+        ``tids`` None means every waiting task; ``completed`` narrows that to the ones that depend on it.
+        A lock-free look filters first, so a completion costs one directory listing when nothing waits on it.
+        """
+        from omx.state.base import key_task_id
+
+        if tids is None:
+            tids = [key_task_id(n) for n in os.listdir(p.waiting)]
+        promoted = []
+        for tid in tids:
+            raw = self._raw_task(p, tid)
+            if raw is not None:
+                deps = raw.get("depends_on") or []
+                if completed is not None and completed not in deps:
+                    continue
+                if any(self._task_status(p, str(d)) != "completed" for d in deps):
+                    continue
+            with locked(p.task_lock(tid)):
+                try:
+                    task = self._load_task(p, tid)
+                except (TaskNotFound, CorruptState):
+                    continue
+                if task.status == "pending" and not self.unmet_dependencies(p, task):
+                    self._reindex(p, task, task)
+                    promoted.append(tid)
+        return promoted
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _check_text(subject: object, description: object) -> None:
+    if not isinstance(subject, str) or not subject.strip():
+        raise InvalidInput("subject must be a non-empty string", field="subject")
+    if len(subject) > MAX_SUBJECT:
+        raise InvalidInput(f"subject is longer than {MAX_SUBJECT} characters", field="subject")
+    if not isinstance(description, str):
+        raise InvalidInput("description must be a string", field="description")
+    if len(description) > MAX_DESCRIPTION:
+        raise InvalidInput(f"description is longer than {MAX_DESCRIPTION} characters", field="description")
+    if "\x00" in subject or "\x00" in description:
+        raise InvalidInput("task text may not contain NUL characters")
+
+
+def _check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > PRIORITY_LIMIT:
+        raise InvalidInput(f"priority must be an integer between -{PRIORITY_LIMIT} and {PRIORITY_LIMIT}")
+    return priority
+
+
+def _normalise_deps(deps: object) -> list[str]:
+    if isinstance(deps, (str, bytes)) or not isinstance(deps, Iterable):
+        raise InvalidInput("depends_on must be a list of task ids", field="depends_on")
+    out: list[str] = []
+    for d in deps:
+        tid = names.task_id(d)
+        if tid not in out:
+            out.append(tid)
+    return out

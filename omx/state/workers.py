@@ -1,0 +1,120 @@
+"""Worker records (identity, status, heartbeat) and the shutdown handshake."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omx.errors import CorruptState, InvalidInput
+from omx.models import Heartbeat, Record, ShutdownAck, ShutdownRequest, WorkerIdentity, WorkerStatus
+from omx.state import atomic
+from omx.state.mailbox import MailboxOps
+
+M = TypeVar("M", bound=Record)
+
+
+def _read_model(path: Path, model: type[M]) -> M | None:
+    try:
+        rec: M = model.from_dict(atomic.read_json(path))
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise CorruptState(f"{path}: invalid {model.__name__} ({exc})", path=str(path)) from None
+    return rec
+
+
+def _validated(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        rec: M = model.from_dict(data)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+    return rec
+
+
+class WorkerOps(MailboxOps):
+    """identity.json, status.json, heartbeat.json, shutdown-request.json, shutdown-ack.json."""
+
+    def _wpath(self, team: str, worker: str, name: str) -> tuple[Any, Path]:
+        p = self.paths(team)
+        self.require_member(self._load_config(p), worker)
+        d = p.worker_dir(worker)
+        d.mkdir(parents=True, exist_ok=True)
+        return p, d / name
+
+    def write_identity(self, team: str, worker: str, **fields: Any) -> WorkerIdentity:
+        p, path = self._wpath(team, worker, "identity.json")
+        _, at = self.now()
+        ident = _validated(WorkerIdentity, {"started_at": at, **fields, "name": worker, "team": team})
+        atomic.write_json(path, ident.to_dict())
+        self._emit(p, "worker_registered", worker=worker, data={"pid": ident.pid, "host": ident.host})
+        return ident
+
+    def read_identity(self, team: str, worker: str) -> WorkerIdentity | None:
+        return _read_model(self._wpath(team, worker, "identity.json")[1], WorkerIdentity)
+
+    def write_status(
+        self, team: str, worker: str, state: str, *, current_task_id: str | None = None, reason: str | None = None
+    ) -> WorkerStatus:
+        p, path = self._wpath(team, worker, "status.json")
+        _, at = self.now()
+        st = _validated(WorkerStatus, {"state": state, "current_task_id": current_task_id, "reason": reason,
+                                       "updated_at": at})
+        atomic.write_json(path, st.to_dict(), durable=False)
+        self._emit(p, "worker_state_changed", worker=worker, task_id=current_task_id, reason=reason,
+                   data={"state": state})
+        return st
+
+    def read_status(self, team: str, worker: str) -> WorkerStatus:
+        st = _read_model(self._wpath(team, worker, "status.json")[1], WorkerStatus)
+        return st or WorkerStatus()
+
+    def update_heartbeat(
+        self, team: str, worker: str, *, pid: int | None = None, turn_count: int | None = None, alive: bool = True
+    ) -> Heartbeat:
+        """Record liveness. Not an audit event: it happens every few seconds per worker."""
+        _, path = self._wpath(team, worker, "heartbeat.json")
+        _, at = self.now()
+        old = _read_model(path, Heartbeat) if turn_count is None else None
+        hb = _validated(Heartbeat, {
+            "pid": pid if pid is not None else os.getpid(), "last_beat_at": at, "alive": alive,
+            "turn_count": turn_count if turn_count is not None else (old.turn_count if old else 0),
+        })
+        atomic.write_json(path, hb.to_dict(), durable=False)
+        return hb
+
+    def read_heartbeat(self, team: str, worker: str) -> Heartbeat | None:
+        return _read_model(self._wpath(team, worker, "heartbeat.json")[1], Heartbeat)
+
+    def write_shutdown_request(self, team: str, worker: str, requested_by: str, reason: str | None = None
+                               ) -> ShutdownRequest:
+        p, path = self._wpath(team, worker, "shutdown-request.json")
+        _, at = self.now()
+        req = _validated(ShutdownRequest, {"requested_by": requested_by, "requested_at": at, "reason": reason})
+        atomic.write_json(path, req.to_dict())
+        self._emit(p, "shutdown_requested", worker=worker, reason=reason, data={"requested_by": requested_by})
+        return req
+
+    def read_shutdown_request(self, team: str, worker: str) -> ShutdownRequest | None:
+        return _read_model(self._wpath(team, worker, "shutdown-request.json")[1], ShutdownRequest)
+
+    def write_shutdown_ack(self, team: str, worker: str, status: str = "accept", reason: str | None = None
+                           ) -> ShutdownAck:
+        p, path = self._wpath(team, worker, "shutdown-ack.json")
+        _, at = self.now()
+        ack = _validated(ShutdownAck, {"worker": worker, "status": status, "reason": reason, "updated_at": at})
+        atomic.write_json(path, ack.to_dict())
+        self._emit(p, "shutdown_ack", worker=worker, reason=reason, data={"status": status})
+        return ack
+
+    def read_shutdown_ack(self, team: str, worker: str, min_updated_at: str | None = None) -> ShutdownAck | None:
+        ack = _read_model(self._wpath(team, worker, "shutdown-ack.json")[1], ShutdownAck)
+        if ack is not None and min_updated_at is not None:
+            from omx.clock import parse_iso
+
+            try:
+                if parse_iso(ack.updated_at) < parse_iso(min_updated_at):
+                    return None
+            except ValueError:
+                raise InvalidInput("min_updated_at must be an ISO-8601 timestamp", field="min_updated_at") from None
+        return ack

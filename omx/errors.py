@@ -163,12 +163,6 @@ class NotEmpty(Refused):
     code = "not_empty"
 
 
-class Timeout(Refused):
-    """Raised when an await operation reached its timeout with nothing to report."""
-
-    code = "timeout"
-
-
 # --- internal / environment (exit 4) ------------------------------------------------------------
 
 
@@ -204,7 +198,6 @@ ALL_ERRORS: tuple[type[OmxError], ...] = (
     AlreadyTerminal,
     BlockedDependency,
     NotEmpty,
-    Timeout,
     LockTimeout,
     CorruptState,
 )

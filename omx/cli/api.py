@@ -50,11 +50,14 @@ def _print(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _read_input(raw: str) -> Any:
+def _read_input(raw: str, stdin: Any = None) -> Any:
     from omx.errors import InvalidInput
 
     if raw == "-":
-        text = sys.stdin.read()
+        try:
+            text = (stdin or sys.stdin).read()
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"stdin is not UTF-8: {exc}") from None
     elif raw.startswith("@"):
         try:
             text = Path(raw[1:]).read_text(encoding="utf-8")
@@ -100,7 +103,17 @@ def _parse(args: list[str]) -> tuple[str | None, dict[str, Any]]:
 
 
 def run_api(args: list[str]) -> int:
-    """Run one API call; print its envelope; return the exit status."""
+    """Run one API call; print its envelope (or help text); return the exit status."""
+    envelope, status = handle(args)
+    if isinstance(envelope, str):
+        sys.stdout.write(envelope)
+    else:
+        _print(envelope)
+    return status
+
+
+def handle(args: list[str], stdin: Any = None) -> tuple[dict[str, Any] | str, int]:
+    """The whole call, without printing: ``(envelope or help text, exit status)``. Never raises."""
     from omx import errors
 
     operation = ""
@@ -108,7 +121,7 @@ def run_api(args: list[str]) -> int:
         op_name, opts = _parse(args)
         operation = op_name or ""
         if opts["list"] or (op_name is None and opts["help"]):
-            return _list(opts["help"] and not opts["list"])
+            return _list(), 0
         if op_name is None:
             raise errors.InvalidInput("missing operation; see omx team api --list")
         from omx.state.api import OPERATIONS
@@ -121,22 +134,17 @@ def run_api(args: list[str]) -> int:
         if opts["help"]:
             from omx.cli.api_help import operation_help
 
-            sys.stdout.write(operation_help(spec))
-            return 0
-        payload = _read_input(opts["input"]) if opts["input"] is not None else {}
+            return operation_help(spec), 0
+        payload = _read_input(opts["input"], stdin) if opts["input"] is not None else {}
         data = _call(spec, payload, opts["root"])
     except errors.OmxError as exc:
-        _print(_envelope(operation, error=exc.to_dict()))
-        return exc.exit_status
+        return _envelope(operation, error=exc.to_dict()), exc.exit_status
     except KeyboardInterrupt:
-        _print(_envelope(operation, error={"code": "interrupted", "message": "interrupted"}))
-        return 130
+        return _envelope(operation, error={"code": "interrupted", "message": "interrupted"}), 130
     except Exception as exc:  # noqa: BLE001 - the contract: a JSON error, never a traceback
         err = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
-        _print(_envelope(operation, error=err))
-        return errors.EXIT_INTERNAL
-    _print(_envelope(operation, data=data))
-    return 0
+        return _envelope(operation, error=err), errors.EXIT_INTERNAL
+    return _envelope(operation, data=data), 0
 
 
 def _call(spec: Any, payload: dict[str, Any], root_opt: str | None) -> Any:
@@ -147,11 +155,9 @@ def _call(spec: Any, payload: dict[str, Any], root_opt: str | None) -> Any:
     return spec.call(FileStore(root), payload)
 
 
-def _list(with_usage: bool) -> int:
+def _list() -> dict[str, Any]:
+    from omx.errors import ERROR_CODES
     from omx.state.api import OPERATIONS
 
-    if with_usage:
-        sys.stdout.write(USAGE + "\n")
     ops = [{"name": o.name, "summary": o.summary, "omx_extension": o.ours} for o in OPERATIONS.values()]
-    _print(_envelope("", data={"operations": ops}))
-    return 0
+    return _envelope("", data={"operations": ops, "usage": USAGE, "error_codes": ERROR_CODES})

@@ -197,7 +197,8 @@ class FakeModel:
         handler = type("_Handler", (_Handler,), {"model": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-model", daemon=True)
+        serve = self._server.serve_forever
+        self._thread = threading.Thread(target=serve, kwargs={"poll_interval": 0.05}, name="fake-model", daemon=True)
         self._thread.start()
         return self
 

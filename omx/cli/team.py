@@ -1,0 +1,117 @@
+"""``omx team create|status`` and ``omx doctor``: the human side of the team state."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from omx.errors import InvalidInput
+
+app = typer.Typer(help="Create, watch and drive a team. Scripts: `omx team api --list`.", no_args_is_help=True)
+
+RootOpt = typer.Option(None, "--root", help="state root (default: $OMX_TEAM_STATE_ROOT or <repo>/.omx/state)")
+
+
+def _store(root: Path | None) -> Any:
+    from omx.state.filestore import FileStore
+    from omx.state.paths import default_root
+
+    return FileStore(root.expanduser() if root else default_root())
+
+
+def _pick_team(store: Any, team: str | None) -> str:
+    if team:
+        return team
+    teams = store.list_teams()
+    if len(teams) == 1:
+        return str(teams[0])
+    if not teams:
+        raise InvalidInput(f"no team under {store.root}; create one with `omx team create <name>`")
+    raise InvalidInput(f"several teams under {store.root} ({', '.join(teams)}): pass --team")
+
+
+@app.command("create")
+def create(
+    team: str = typer.Argument(..., help="team name: 1-30 chars of a-z, 0-9, '-'"),
+    workers: int = typer.Option(2, "--workers", "-w", min=0, max=64, help="workers worker-1..worker-N"),
+    lease_ms: int = typer.Option(60_000, "--lease-ms", min=1, help="claim lease; workers renew every lease/3"),
+    goal: str = typer.Option("", "--goal", help="the team's goal, shown in inboxes"),
+    root: Path | None = RootOpt,
+    as_json: bool = typer.Option(False, "--json", help="print the config as JSON"),
+) -> None:
+    """Create a team (no tasks yet: add them with `omx team api create-task`)."""
+    store = _store(root)
+    cfg = store.create_team(team, goal=goal, workers=[f"worker-{i}" for i in range(1, workers + 1)],
+                            lease_ms=lease_ms)
+    if as_json:
+        typer.echo(json.dumps(cfg.to_dict(), indent=2))
+    else:
+        typer.echo(f"created team {team} with {workers} workers (lease {lease_ms} ms) under {store.root}")
+
+
+@app.command("status")
+def status(
+    team: str | None = typer.Option(None, "--team", "-t", help="team name (default: the only team)"),
+    root: Path | None = RootOpt,
+    as_json: bool = typer.Option(False, "--json", help="print get-summary's JSON"),
+) -> None:
+    """Tasks by status, each worker's state and heartbeat, blocked tasks, corrupt files."""
+    store = _store(root)
+    name = _pick_team(store, team)
+    summary = store.summary(name)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    listing = store.list_tasks(name)
+    render_status(summary, listing)
+
+
+def render_status(summary: dict[str, Any], listing: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    c = summary["counts"]
+    con.print(f"[bold]team {summary['team']}[/bold]  {summary['goal']}")
+    con.print("  ".join(f"{k}: {v}" for k, v in c.items()) + f"  (total {summary['total']})")
+    wt = Table("worker", "state", "task", "heartbeat", "turns", title="workers", title_justify="left")
+    for w in summary["workers"]:
+        age = "—" if w["heartbeat_age_ms"] is None else f"{w['heartbeat_age_ms'] / 1000:.1f}s ago"
+        state = f"[red]{w['state']} (stale)[/red]" if w["stale"] else w["state"]
+        wt.add_row(w["name"], state, w["current_task_id"] or "—", age, str(w["turn_count"]))
+    con.print(wt)
+    tt = Table("id", "status", "owner", "prio", "subject", title="tasks", title_justify="left")
+    for t in listing.tasks:
+        st = "blocked" if t.id in listing.blocked_by else t.status
+        tt.add_row(t.id, st, t.owner or "—", str(t.priority), t.subject[:70])
+    con.print(tt)
+    for b in summary["blocked"]:
+        con.print(f"[yellow]task {b['task_id']} waits: {b['reason']}[/yellow]")
+    for bad in summary["corrupt"]:
+        con.print(f"[red]corrupt: {bad['path']}: {bad['error']}[/red]")
+
+
+def doctor(
+    root: Path | None = RootOpt,
+    fix: bool = typer.Option(False, "--fix", help="also rebuild the claim index from the task files"),
+    as_json: bool = typer.Option(False, "--json", help="print the checks as JSON"),
+) -> None:
+    """Check git, Codex, tmux, the state root, every state file, stale claims and workers."""
+    from omx import doctor as doc
+    from omx.state.paths import default_root
+
+    report = doc.run(root.expanduser() if root else default_root(), fix=fix)
+    if as_json:
+        typer.echo(json.dumps({"ok": report.ok, "checks": [c.to_dict() for c in report.checks]}, indent=2))
+    else:
+        for c in report.checks:
+            mark = "ok  " if c.ok else {"error": "FAIL", "warning": "warn", "info": "info"}[c.level]
+            first, *rest = c.detail.splitlines() or [""]
+            typer.echo(f"[{mark}] {c.name}: {first}")
+            for line in rest:
+                typer.echo(f"         {line}")
+    if not report.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,132 @@
+"""``omx doctor``: check the machine and every team's state, and say what is wrong and where."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omx.models import Event, Heartbeat, Message, Record, ShutdownAck, ShutdownRequest, WorkerIdentity, WorkerStatus
+
+WORKER_FILES: dict[str, type[Record]] = {
+    "identity.json": WorkerIdentity, "status.json": WorkerStatus, "heartbeat.json": Heartbeat,
+    "shutdown-request.json": ShutdownRequest, "shutdown-ack.json": ShutdownAck,
+}
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    level: str = "error"  # error | warning | info
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "level": self.level, "detail": self.detail}
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok or c.level != "error" for c in self.checks)
+
+    def add(self, name: str, ok: bool, detail: str, level: str = "error") -> None:
+        self.checks.append(Check(name, ok, detail, level))
+
+
+def check_tools(report: Report) -> None:
+    git = shutil.which("git")
+    report.add("git", git is not None, git or "git not found on PATH (worktrees need it)")
+    codex = shutil.which("codex")
+    if codex:
+        try:
+            out = subprocess.run([codex, "--version"], capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            out = f"failed to run: {exc}"
+        report.add("codex", "codex-cli" in out, f"{codex}: {out}", level="warning")
+    else:
+        report.add("codex", False, "codex not found on PATH (the codex runtimes need it)", level="warning")
+    tmux = shutil.which("tmux")
+    report.add("tmux", tmux is not None, tmux or "tmux not found (only needed for --tmux)", level="info")
+
+
+def check_state(root: Path, report: Report, *, fix: bool = False) -> None:
+    from omx import schema
+    from omx.state.filestore import FileStore
+
+    if not root.exists():
+        report.add("state root", True, f"{root} (no state yet)", level="info")
+        return
+    report.add("state root", os.access(root, os.W_OK), f"{root}")
+    store = FileStore(root)
+    for team in store.list_teams():
+        p = store.paths(team)
+        try:
+            store.read_config(team)
+        except Exception as exc:  # noqa: BLE001 - doctor reports everything, raises nothing
+            report.add(f"team {team}: config", False, str(exc))
+            continue
+        bad: list[str] = []
+        for path, cls in _state_files(p.dir):
+            try:
+                schema.validate(cls, json.loads(path.read_bytes()))
+            except (ValueError, OSError) as exc:
+                bad.append(f"{path}: {exc}")
+        bad += _bad_event_lines(p.events)
+        report.add(f"team {team}: files", not bad, "all valid" if not bad else "\n".join(bad))
+        summary = store.summary(team)
+        expired = summary["expired_claims"]
+        report.add(f"team {team}: claims", not expired,
+                   "no stale claims" if not expired else f"expired or orphaned claims on tasks {', '.join(expired)}"
+                   " (omx team api reclaim-expired returns them to pending)", level="warning")
+        stale = summary["stale_workers"]
+        report.add(f"team {team}: workers", not stale, "no stale workers" if not stale else
+                   f"stale (no heartbeat for 3 leases, or dead pid): {', '.join(stale)}", level="warning")
+        temps = [str(x) for x in p.dir.rglob(".*.tmp")]
+        report.add(f"team {team}: temp files", not temps, "none" if not temps else
+                   "left by a crash mid-write (safe to delete): " + ", ".join(temps), level="warning")
+        if fix:
+            counts = store.rebuild_index(team)
+            report.add(f"team {team}: index", True, f"rebuilt: {counts['added']} added, {counts['removed']} removed",
+                       level="info")
+
+
+def _state_files(team_dir: Path) -> list[tuple[Path, type[Record]]]:
+    from omx.models import Task, TeamConfig
+
+    out: list[tuple[Path, type[Record]]] = [(team_dir / "config.json", TeamConfig)]
+    out += [(f, Task) for f in sorted((team_dir / "tasks").glob("task-*.json"))]
+    out += [(f, Message) for f in sorted((team_dir / "mailbox").glob("*/*.json")) if not f.name.startswith(".")]
+    for wdir in sorted((team_dir / "workers").glob("*")):
+        out += [(wdir / name, cls) for name, cls in WORKER_FILES.items() if (wdir / name).exists()]
+    return out
+
+
+def _bad_event_lines(path: Path) -> list[str]:
+    from omx import schema
+
+    bad: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            for n, line in enumerate(f, start=1):
+                try:
+                    schema.validate(Event, json.loads(line))
+                except ValueError as exc:
+                    bad.append(f"{path}:{n}: {exc}")
+    except FileNotFoundError:
+        pass
+    return bad
+
+
+def run(root: Path, *, fix: bool = False) -> Report:
+    report = Report()
+    check_tools(report)
+    check_state(root, report, fix=fix)
+    return report

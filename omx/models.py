@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 TASK_STATUSES = ("pending", "blocked", "in_progress", "completed", "failed")
 TERMINAL: frozenset[str] = frozenset({"completed", "failed"})
@@ -62,7 +62,7 @@ class Record:
         return spec
 
     @classmethod
-    def from_dict(cls, data: object) -> Any:
+    def from_dict(cls, data: object) -> Self:
         """Validate ``data`` and build the record; raise ``ValueError`` naming the first bad field."""
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
@@ -76,30 +76,7 @@ class Record:
             if v is None and (optional or base == "Any"):
                 kwargs[name] = None
                 continue
-            nested = cls.NESTED.get(name)
-            if nested is not None:
-                try:
-                    kwargs[name] = nested.from_dict(v)
-                except ValueError as exc:
-                    raise ValueError(f"{name}.{exc}") from None
-                continue
-            if base in cls.NESTED_LISTS:
-                item_cls = cls.NESTED_LISTS[base]
-                if not isinstance(v, list):
-                    raise ValueError(f"{name}: expected a list")
-                try:
-                    kwargs[name] = [item_cls.from_dict(x) for x in v]
-                except ValueError as exc:
-                    raise ValueError(f"{name}.{exc}") from None
-                continue
-            check = _CHECKS.get(base)
-            if check is None or not check(v):
-                raise ValueError(f"{name}: expected {base}{' or null' if optional else ''}, got {type(v).__name__}")
-            if name in cls.CHOICES and v not in cls.CHOICES[name]:
-                raise ValueError(f"{name}: must be one of {', '.join(cls.CHOICES[name])}, not {v!r}")
-            if name in cls.MINIMUM and v < cls.MINIMUM[name]:
-                raise ValueError(f"{name}: must be >= {cls.MINIMUM[name]}")
-            kwargs[name] = v
+            kwargs[name] = cls._value(name, base, optional, v)
         known = {f[0] for f in cls._fields()}
         extra = {k: v for k, v in data.items() if k not in known}
         obj = cls(**kwargs)
@@ -108,6 +85,29 @@ class Record:
         return obj
 
     NESTED_LISTS: ClassVar[dict[str, type[Record]]] = {}
+
+    @classmethod
+    def _value(cls, name: str, base: str, optional: bool, v: object) -> Any:
+        nested = cls.NESTED.get(name)
+        item_cls = cls.NESTED_LISTS.get(base)
+        try:
+            if nested is not None:
+                return nested.from_dict(v)
+            if item_cls is not None:
+                if not isinstance(v, list):
+                    raise ValueError("expected a list")
+                return [item_cls.from_dict(x) for x in v]
+        except ValueError as exc:
+            sep = ": " if str(exc).startswith("expected a list") else "."
+            raise ValueError(f"{name}{sep}{exc}") from None
+        check = _CHECKS.get(base)
+        if check is None or not check(v):
+            raise ValueError(f"{name}: expected {base}{' or null' if optional else ''}, got {type(v).__name__}")
+        if name in cls.CHOICES and v not in cls.CHOICES[name]:
+            raise ValueError(f"{name}: must be one of {', '.join(cls.CHOICES[name])}, not {v!r}")
+        if name in cls.MINIMUM and v < cls.MINIMUM[name]:  # type: ignore[operator]
+            raise ValueError(f"{name}: must be >= {cls.MINIMUM[name]}")
+        return v
 
     def to_dict(self, *, exclude_none: bool = False) -> dict[str, Any]:
         """The record as JSON-ready data (unknown fields from the file included)."""
@@ -126,10 +126,9 @@ class Record:
             out.update(extra)
         return out
 
-    def replace(self, **changes: Any) -> Any:
+    def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` (unknown fields carried over)."""
-        new = dataclasses.replace(self, **changes)  # type: ignore[type-var]
-        return new
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
 
 @dataclass

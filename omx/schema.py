@@ -7,17 +7,19 @@ the two agree. Importing this module costs ~150 ms; the ``omx team api`` path ne
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 from omx.models import RECORDS, Record
 
+_ADAPTERS: dict[str, Any] = {}
 
-@cache
+
 def _adapter(cls: type[Record]) -> Any:
     from pydantic import TypeAdapter
 
-    return TypeAdapter(cls)
+    if cls.__name__ not in _ADAPTERS:
+        _ADAPTERS[cls.__name__] = TypeAdapter(cls)
+    return _ADAPTERS[cls.__name__]
 
 
 def validate(cls: type[Record], data: Any) -> None:

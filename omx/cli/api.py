@@ -141,7 +141,7 @@ def handle(args: list[str], stdin: Any = None) -> tuple[dict[str, Any] | str, in
         return _envelope(operation, error=exc.to_dict()), exc.exit_status
     except KeyboardInterrupt:
         return _envelope(operation, error={"code": "interrupted", "message": "interrupted"}), 130
-    except Exception as exc:  # noqa: BLE001 - the contract: a JSON error, never a traceback
+    except Exception as exc:
         err = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
         return _envelope(operation, error=err), errors.EXIT_INTERNAL
     return _envelope(operation, data=data), 0

@@ -5,8 +5,9 @@ The file is trusted; task text is not. Untrusted values reach the prompt only as
 description containing ``{{ 7*7 }}`` is printed as written. The environment is sandboxed and an
 undefined variable is an error, not an empty string.
 
-OpenAI Symphony's keys are mapped onto ours (:data:`SYMPHONY_KEYS`), so a Symphony WORKFLOW.md works
-unchanged; what omx cannot use (its tracker section, ``agent.max_turns``, ...) becomes a warning.
+OpenAI Symphony's keys are mapped onto ours (:data:`omx.engine.settings.SYMPHONY_KEYS`), so a Symphony
+WORKFLOW.md works unchanged; what omx cannot use (its tracker section, ``agent.max_turns``, ...)
+becomes a warning.
 
 Example:
     >>> wf = load_workflow(None, Path("/nonexistent"))  # no WORKFLOW.md there: the built-in default
@@ -20,24 +21,13 @@ Example:
 from __future__ import annotations
 
 import functools
-import re
-import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
-
 from omx.engine.data.default_workflow import DEFAULT_WORKFLOW_MD
-from omx.engine.settings import (
-    AgentSettings,
-    HookSettings,
-    PollingSettings,
-    RuntimeSettings,
-    Settings,
-    WorktreeSettings,
-)
+from omx.engine.settings import Settings, kind_of, resolve_settings
 from omx.errors import InvalidInput, Refused
 
 if TYPE_CHECKING:
@@ -47,38 +37,6 @@ if TYPE_CHECKING:
 WORKFLOW_FILE = "WORKFLOW.md"
 #: The variables omx passes to the template. ``issue`` (Symphony's name) is a view of ``task``.
 TEMPLATE_VARIABLES = frozenset({"task", "team", "worker", "attempt", "session"})
-
-_SECTIONS: dict[str, type[BaseModel]] = {
-    "agent": AgentSettings,
-    "polling": PollingSettings,
-    "worktree": WorktreeSettings,
-    "runtime": RuntimeSettings,
-    "hooks": HookSettings,
-}
-#: Symphony key -> our key (camelCase), or ``None`` when omx has no such setting (a warning).
-#: Symphony keys that are also our snake_case attribute names (``agent.max_concurrent_agents``,
-#: ``hooks.after_create``, ...) need no entry.
-SYMPHONY_KEYS: dict[str, str | None] = {
-    "polling.interval_ms": "polling.pollIntervalMs",
-    "workspace.root": "worktree.root",
-    "codex.command": "runtime.command",
-    "codex.approval_policy": "runtime.approvalPolicy",
-    "codex.thread_sandbox": "runtime.sandbox",
-    "codex.model": "runtime.model",
-    "codex.turn_timeout_ms": "runtime.turnTimeoutMs",
-    "codex.read_timeout_ms": "runtime.readTimeoutMs",
-    "codex.stall_timeout_ms": "runtime.stallTimeoutMs",
-    "agent.max_turns": None,
-    "agent.max_concurrent_agents_by_state": None,
-}
-_SYMPHONY_SECTIONS = frozenset({"workspace", "codex"})
-_IGNORED_SECTIONS = {
-    "tracker": "omx takes work from its team's task files or the remote platform, not from a tracker",
-    "worker": "omx workers are configured with `omx worker`",
-    "observability": "omx has no dashboard settings",
-    "server": "omx has no HTTP server settings",
-}
-_SHELL_SYNTAX = re.compile(r"[$`|;&<>]")
 
 
 class WorkflowError(InvalidInput):
@@ -234,9 +192,6 @@ def _split_front_matter(text: str, label: str) -> tuple[str | None, str, int]:
 
 # --- front matter -> Settings --------------------------------------------------------------------
 
-_Where = Callable[[str], str]
-
-
 def _settings_from_yaml(front: str, label: str, warnings: list[str]) -> Settings:
     import yaml
 
@@ -248,106 +203,25 @@ def _settings_from_yaml(front: str, label: str, warnings: list[str]) -> Settings
         line = mark.line + 2 if mark is not None else 1  # 0-based, and the opening '---' comes first
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         msg = f"{label}:{line}: invalid YAML front matter: {problem}"
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None and context_mark.line + 2 != line:
+            msg += f" ({context} at line {context_mark.line + 2})"
         raise WorkflowYamlError(msg, path=label, line=line) from None
     if data is None:
         return Settings()
     if not isinstance(data, dict):
-        raise WorkflowInvalid(f"{label}:2: the front matter must be a map of settings, got {_kind(data)}", path=label)
+        got = kind_of(data)
+        raise WorkflowInvalid(f"{label}:2: the front matter must be a map of settings, got {got}", path=label)
 
     def where(dotted: str) -> str:
         line = key_lines.get(dotted)
         return f"{label}:{line}" if line else label
 
-    normalized, sources = _normalize(data, warnings, where)
-    try:
-        return Settings.model_validate(normalized)
-    except ValidationError as exc:
-        problems: dict[str, list[str]] = {}
-        got: dict[str, Any] = {}
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"][:2])
-            src = sources.get(key, key)
-            problems.setdefault(src, []).append(err["msg"])
-            got.setdefault(src, err.get("input"))
-        lines = [
-            f"{where(src)}: {src}: {' or '.join(dict.fromkeys(msgs))} (got {got[src]!r})"
-            for src, msgs in problems.items()
-        ]
-        raise WorkflowInvalid(f"{label}: invalid settings:\n  " + "\n  ".join(lines), path=label) from None
-
-
-def _normalize(data: dict[Any, Any], warnings: list[str], where: _Where) -> tuple[dict[str, Any], dict[str, str]]:
-    """Map every key onto ``section.camelCase``; return the map and {our key: the key as written}."""
-    out: dict[str, dict[str, Any]] = {name: {} for name in _SECTIONS}
-    sources: dict[str, str] = {}
-    symphony: list[tuple[str, Any]] = []  # applied after ours, which win on conflict
-    for raw_section, body in data.items():
-        section = str(raw_section)
-        if section in _IGNORED_SECTIONS:
-            warnings.append(f"{where(section)}: {section!r} section ignored: {_IGNORED_SECTIONS[section]}")
-            continue
-        if section not in _SECTIONS and section not in _SYMPHONY_SECTIONS:
-            warnings.append(f"{where(section)}: unknown key {section!r} ignored")
-            continue
-        if body is None:
-            continue
-        if not isinstance(body, dict):
-            raise WorkflowInvalid(f"{where(section)}: {section}: expected a map of settings, got {_kind(body)}")
-        for raw_key, value in body.items():
-            dotted = f"{section}.{raw_key}"
-            alias = _aliases(section).get(str(raw_key))
-            if alias is not None:
-                _put(out, sources, f"{section}.{alias}", dotted, value, warnings, where)
-            elif dotted in SYMPHONY_KEYS:
-                symphony.append((dotted, value))
-            elif section in _SYMPHONY_SECTIONS:
-                warnings.append(f"{where(dotted)}: Symphony setting {dotted!r} is not supported by omx; ignored")
-            else:
-                warnings.append(f"{where(dotted)}: unknown key {dotted!r} ignored")
-    for dotted, value in symphony:
-        target = SYMPHONY_KEYS[dotted]
-        if target is None:
-            warnings.append(f"{where(dotted)}: Symphony setting {dotted!r} is not supported by omx; ignored")
-            continue
-        if dotted == "codex.command" and isinstance(value, str) and _SHELL_SYNTAX.search(value):
-            warnings.append(
-                f"{where(dotted)}: {dotted} uses shell syntax; omx runs commands without a shell, "
-                "so it is split into words and passed literally"
-            )
-        _put(out, sources, target, dotted, value, warnings, where)
-    command = out["runtime"].get("command")
-    if command is not None:
-        out["runtime"]["command"] = _split_command(command, sources["runtime.command"], where)
-    return dict(out), sources
-
-
-def _put(
-    out: dict[str, dict[str, Any]],
-    sources: dict[str, str],
-    target: str,
-    source: str,
-    value: Any,
-    warnings: list[str],
-    where: _Where,
-) -> None:
-    if value is None:  # an empty YAML value means "the default", as in Symphony
-        return
-    if target in sources:
-        warnings.append(f"{where(source)}: {source!r} ignored: {sources[target]!r} sets the same setting")
-        return
-    section, _, key = target.partition(".")
-    out[section][key] = value
-    sources[target] = source
-
-
-@functools.cache
-def _aliases(section: str) -> dict[str, str]:
-    """Every accepted spelling of a section's keys (camelCase alias and snake_case name) -> alias."""
-    out: dict[str, str] = {}
-    for name, info in _SECTIONS[section].model_fields.items():
-        alias = info.alias or name
-        out[name] = out[alias] = alias
-    return out
+    settings, found, problems = resolve_settings(data, where)
+    warnings.extend(found)
+    if settings is None:
+        raise WorkflowInvalid(f"{label}: invalid settings:\n  " + "\n  ".join(problems), path=label)
+    return settings
 
 
 def _key_lines(node: Any, prefix: str = "") -> dict[str, int]:
@@ -361,26 +235,6 @@ def _key_lines(node: Any, prefix: str = "") -> dict[str, int]:
             out[dotted] = key_node.start_mark.line + 2  # 0-based, after the opening '---'
             out.update(_key_lines(value_node, dotted + "."))
     return out
-
-
-def _split_command(value: Any, key: str, where: _Where) -> list[str]:
-    """A command: a list of strings, or a string split into words like a shell (no expansion)."""
-    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-        return value
-    if isinstance(value, str):
-        try:
-            argv = shlex.split(value)
-        except ValueError as exc:
-            raise WorkflowInvalid(f"{where(key)}: {key}: cannot split {value!r} into words: {exc}") from None
-        if argv:
-            return argv
-    raise WorkflowInvalid(f"{where(key)}: {key}: expected a command string or a list of strings, got {value!r}")
-
-
-def _kind(value: object) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
-        type(value), type(value).__name__
-    )
 
 
 # --- the template ----------------------------------------------------------------------------------

@@ -17,6 +17,10 @@ def _int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _natural(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
 def _strs(v: object) -> bool:
     return isinstance(v, list) and all(isinstance(x, str) for x in v)
 
@@ -27,8 +31,8 @@ KINDS: dict[str, tuple[Callable[[object], bool], str]] = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "any": (lambda v: True, "any JSON value"),
     "object": (lambda v: isinstance(v, dict), "a JSON object"),
-    "task_id": (lambda v: isinstance(v, str) or (_int(v) and v >= 0), 'a task id ("7" or 7)'),
-    "task_ids": (lambda v: isinstance(v, list) and all(isinstance(x, str) or (_int(x) and x >= 0) for x in v),
+    "task_id": (lambda v: isinstance(v, str) or _natural(v), 'a task id ("7" or 7)'),
+    "task_ids": (lambda v: isinstance(v, list) and all(isinstance(x, str) or _natural(x) for x in v),
                  "a list of task ids"),
     "strs": (_strs, "a list of strings"),
     "str_or_strs": (lambda v: isinstance(v, str) or _strs(v), "a string or a list of strings"),
@@ -61,20 +65,21 @@ def parse_input(op: str, fields: tuple[F, ...], data: dict[str, Any], *, allow_e
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Return ``(values, extra)``: canonical field values with defaults, and unknown fields (if allowed)."""
     by_name: dict[str, F] = {}
-    for f in fields:
-        by_name[f.name] = f
-        for a in f.aliases:
-            by_name[a] = f
+    for fld in fields:
+        by_name[fld.name] = fld
+        for a in fld.aliases:
+            by_name[a] = fld
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for key, v in data.items():
-        f = by_name.get(key)
-        if f is None:
+        found = by_name.get(key)
+        if found is None:
             if allow_extra:
                 extra[key] = v
                 continue
             names = ", ".join(x.name for x in fields)
             raise InvalidInput(f"{op}: unknown field {key!r} (fields: {names})", field=key)
+        f = found
         if f.name in values:
             raise InvalidInput(f"{op}: {f.name!r} given twice (through an alias)", field=f.name)
         if v is None and f.nullable and not f.required:
@@ -83,7 +88,7 @@ def parse_input(op: str, fields: tuple[F, ...], data: dict[str, Any], *, allow_e
         check, what = KINDS[f.kind]
         if not check(v):
             raise InvalidInput(f"{op}: {key} must be {what}, got {type(v).__name__}", field=key)
-        if _int(v) and ((f.lo is not None and v < f.lo) or (f.hi is not None and v > f.hi)):  # type: ignore[operator]
+        if isinstance(v, int) and ((f.lo is not None and v < f.lo) or (f.hi is not None and v > f.hi)):
             raise InvalidInput(f"{op}: {key} must be between {f.lo} and {f.hi}", field=key)
         values[f.name] = v
     for f in fields:

@@ -268,7 +268,7 @@ class ClaimOps(TaskOps):
         _check_token(claim_token)
         with locked(p.task_lock(tid)):
             # A holder may give back a task even after its lease ran out, as long as nobody took it.
-            now_ms, at = self.now()
+            _, at = self.now()
             old = self._holder_check(p, tid, worker, claim_token, 0)
             new = old.replace(**{
                 "status": "pending", "claim": None, "owner": None, "version": old.version + 1, "updated_at": at,

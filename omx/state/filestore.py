@@ -75,7 +75,7 @@ class FileStore(ClaimOps, EventOps):
         cfg = self._load_config(p)
         listing = self.list_tasks(team)
         now_ms, at = self.now()
-        counts = {s: 0 for s in ("pending", "blocked", "in_progress", "completed", "failed")}
+        counts = dict.fromkeys(("pending", "blocked", "in_progress", "completed", "failed"), 0)
         expired: list[str] = []
         for t in listing.tasks:
             counts["blocked" if t.id in listing.blocked_by else t.status] += 1

@@ -193,28 +193,27 @@ class TaskOps(StoreBase):
         if "depends_on" in changes:
             changes["depends_on"] = _normalise_deps(changes["depends_on"])
         # Dependency edits take the team lock so that two concurrent edits cannot close a cycle.
-        with locked(p.team_lock) if "depends_on" in changes else _nullcontext():
-            with locked(p.task_lock(tid)):
-                old = self._load_task(p, tid)
-                if expected_version is not None and old.version != expected_version:
-                    from omx.errors import VersionConflict
+        with locked(p.team_lock) if "depends_on" in changes else _nullcontext(), locked(p.task_lock(tid)):
+            old = self._load_task(p, tid)
+            if expected_version is not None and old.version != expected_version:
+                from omx.errors import VersionConflict
 
-                    raise VersionConflict(
-                        f"task {tid} is at version {old.version}, not {expected_version}",
-                        task_id=tid, version=old.version,
-                    )
-                if "depends_on" in changes:
-                    if old.status in TERMINAL or old.status == "in_progress":
-                        raise AlreadyTerminal(f"task {tid} is {old.status}; its dependencies can no longer change")
-                    self._check_deps(p, tid, changes["depends_on"])
-                _, at = self.now()
-                try:
-                    new = Task.from_dict({**old.to_dict(), **changes, "version": old.version + 1, "updated_at": at})
-                except ValueError as exc:
-                    raise InvalidInput(f"update-task: {exc}") from None
-                self._save_task(p, new)
-                self._reindex(p, old, new)
-                self._emit(p, "task_updated", task_id=tid, data={"fields": sorted(changes)})
+                raise VersionConflict(
+                    f"task {tid} is at version {old.version}, not {expected_version}",
+                    task_id=tid, version=old.version,
+                )
+            if "depends_on" in changes:
+                if old.status in TERMINAL or old.status == "in_progress":
+                    raise AlreadyTerminal(f"task {tid} is {old.status}; its dependencies can no longer change")
+                self._check_deps(p, tid, changes["depends_on"])
+            _, at = self.now()
+            try:
+                new = Task.from_dict({**old.to_dict(), **changes, "version": old.version + 1, "updated_at": at})
+            except ValueError as exc:
+                raise InvalidInput(f"update-task: {exc}") from None
+            self._save_task(p, new)
+            self._reindex(p, old, new)
+            self._emit(p, "task_updated", task_id=tid, data={"fields": sorted(changes)})
         self._promote_if_ready(p, [tid])
         return new
 
@@ -239,7 +238,9 @@ class TaskOps(StoreBase):
             except (TaskNotFound, CorruptState):
                 continue
 
-    def _promote_if_ready(self, p: TeamPaths, tids: Iterable[str] | None = None, *, completed: str | None = None) -> list[str]:
+    def _promote_if_ready(
+        self, p: TeamPaths, tids: Iterable[str] | None = None, *, completed: str | None = None
+    ) -> list[str]:
         """Move waiting tasks whose dependencies are now all completed into the ready index.
 
         ``tids`` None means every waiting task; ``completed`` narrows that to the ones that depend on it.

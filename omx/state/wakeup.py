@@ -58,7 +58,7 @@ def _arm(paths: list[str]) -> Any:
     try:
         # (paths, debug, force_polling, poll_delay_ms, recursive, ignore_permission_denied)
         return RustNotify(paths, False, False, 50, False, True)
-    except Exception:  # noqa: BLE001 - inotify limits, vanished dirs: fall back to polling
+    except Exception:
         return None
 
 

@@ -43,12 +43,15 @@ hooks:
   # Shell scripts run with bash in the workspace. Task facts arrive only as OMX_* environment
   # variables (OMX_TEAM, OMX_WORKER, OMX_TASK_ID, OMX_TASK_SUBJECT, OMX_WORKSPACE, OMX_ATTEMPT, ...)
   # and as JSON in the file named by $OMX_HOOK_CONTEXT. Quote them: "$OMX_TASK_SUBJECT".
-  # afterCreate: |                # after a new workspace is made; failure aborts it
-  #   uv sync
+  # afterCreate: null            # after a new workspace is made; failure aborts it
   # beforeRun: null               # before each attempt; failure fails the attempt
   # afterRun: null                # after each attempt; failure is logged
   # beforeRemove: null            # before a workspace is removed; failure is logged
   # timeoutMs: 60000              # a hook running longer is killed, with its children
+  # For example:
+  #   afterCreate: |
+  #     uv sync --frozen
+  #   beforeRun: git fetch --quiet origin
 ---
 You are {{ worker }}, a member of team {{ team }}, working in a git checkout of this repository.
 

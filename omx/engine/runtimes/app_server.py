@@ -83,6 +83,12 @@ def _client_version() -> str:
         return "0"
 
 
+def _id_of(thing: Any) -> str | None:
+    """``thing["id"]`` as a string, if ``thing`` is an object with a non-empty id."""
+    value = thing.get("id") if isinstance(thing, Mapping) else None
+    return str(value) if value not in (None, "") else None
+
+
 class _Session:
     def __init__(self, req: RunRequest, on_event: EventSink, cancel: threading.Event, grace_s: float) -> None:
         self.req = req
@@ -114,7 +120,10 @@ class _Session:
                 status, error = end.status, end.error
         finally:
             if self.child is not None:
-                self.child.stop(close_wait_s=1.0, grace_s=self.grace_s)
+                # A server whose turn ended gets a moment to exit on its own once stdin closes; one that
+                # ignored an interrupt (or whose turn never began) goes straight to SIGTERM.
+                settled = self.turn is not None or self.eof
+                self.child.stop(close_wait_s=1.0 if settled else 0.0, grace_s=self.grace_s)
         return RunResult(
             status=status,
             summary=self._summary(),
@@ -144,16 +153,14 @@ class _Session:
         )
         self._send({"method": "initialized", "params": {}})
         started = self._request("thread/start", self._thread_params())
-        thread = started.get("thread")
-        self.thread_id = str(thread.get("id")) if isinstance(thread, Mapping) else None
+        self.thread_id = _id_of(started.get("thread"))
         if not self.thread_id:
             return "failed", f"thread/start returned no thread id: {json.dumps(started)[:500]}"
         self.watch.start_turn()
         self.in_turn = True
         text_input = [{"type": "text", "text": self.req.prompt}]  # the prompt: data in a JSON string, only here
         turn = self._request("turn/start", {"threadId": self.thread_id, "input": text_input, "cwd": str(self.req.cwd)})
-        if isinstance(turn.get("turn"), Mapping) and self.turn_id is None:
-            self.turn_id = str(turn["turn"].get("id"))
+        self.turn_id = self.turn_id or _id_of(turn.get("turn"))
         self._pump(lambda: self.turn is not None)
         return self._outcome()
 
@@ -230,6 +237,10 @@ class _Session:
             output = self.child.get(wait)
             if output is not None:
                 self._handle(output)
+            elif self.child.poll() is not None:  # exited; maybe a leftover process holds stdout open
+                for late in self.child.drain():
+                    self._handle(late)
+                self.eof = True
 
     def _expiry_message(self, expired: str) -> str:
         if expired == "timeout":
@@ -243,15 +254,21 @@ class _Session:
             params = {"threadId": self.thread_id, "turnId": self.turn_id}
             if self.child.send(json.dumps({"method": "turn/interrupt", "id": next(self.ids), "params": params})):
                 until = time.monotonic() + self.grace_s
-                while self.turn is None and not self.eof and (left := until - time.monotonic()) > 0:
-                    output = self.child.get(min(left, 0.1))
-                    if output is not None:
-                        self._handle(output)
+                try:
+                    while self.turn is None and not self.eof and (left := until - time.monotonic()) > 0:
+                        output = self.child.get(min(left, 0.1))
+                        if output is not None:
+                            self._handle(output)
+                except _Ended:
+                    pass  # it died while winding down: we are stopping it anyway, for our reason
         raise _Ended(status, error)
 
     def _died(self, what: str) -> str:
         assert self.child is not None
         code = self.child.wait(2.0)
+        for late in self.child.drain():  # its last words on stderr, before quoting them
+            if late.stream == "stderr":
+                self._handle(late)
         how = f" (exit status {code})" if code is not None else ""
         tail = self.child.stderr_tail()
         return f"codex app-server {what}{how}" + (f"; stderr:\n{tail}" if tail else "")
@@ -301,9 +318,7 @@ class _Session:
                 last = tokens_from(usage["last"]) if isinstance(usage.get("last"), dict) else None
                 self.emit(RuntimeEvent("tokens", {**self.tokens, "last": last}))
         elif method == "turn/started":
-            turn = params.get("turn")
-            if isinstance(turn, dict) and turn.get("id"):
-                self.turn_id = str(turn["id"])
+            self.turn_id = _id_of(params.get("turn")) or self.turn_id
             assert self.child is not None
             ids = {"thread_id": self.thread_id, "turn_id": self.turn_id}
             self.emit(RuntimeEvent("started", {"pid": self.child.pid, **ids}))

@@ -60,6 +60,7 @@ class CommandRuntime:
         try:
             env = dict(req.env)
             env[PROMPT_FILE_ENV] = str(_private_file(scratch / "prompt.md", req.prompt))
+            env.pop(INSTRUCTIONS_FILE_ENV, None)  # never a stale one from our own environment
             if req.developer_instructions:
                 path = _private_file(scratch / "developer-instructions.md", req.developer_instructions)
                 env[INSTRUCTIONS_FILE_ENV] = str(path)

@@ -246,18 +246,21 @@ def drive(
     when ``stderr_is_activity``) restart the stall timer. On exit, lines still in flight are handed
     over before returning. The caller terminates the child on a non-``None`` answer.
     """
-    eof = False
+    eof = quiet = False
     while True:
         if cancel.is_set():
             return "interrupted"
         if (expired := watch.expired()) is not None:
             return expired
-        if eof and child.poll() is not None:
+        # Done when the child exited and stdout ended, or went quiet: a background process it left
+        # holding the pipe must not keep us waiting for an EOF that never comes.
+        if (eof or quiet) and child.poll() is not None:
             for late in child.drain():
                 if late.stream != "eof":
                     handle(late)
             return None
         output = child.get(watch.wait_s())
+        quiet = output is None
         if output is None:
             continue
         if output.stream == "eof":

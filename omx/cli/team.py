@@ -115,3 +115,41 @@ def doctor(
                 typer.echo(f"         {line}")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@app.command("worker")
+def worker(
+    team: str | None = typer.Option(None, "--team", help="team (default: from OMX_TEAM_WORKER=<team>/<worker>)"),
+    name: str | None = typer.Option(None, "--name", help="worker name (default: from OMX_TEAM_WORKER)"),
+    root: Path | None = RootOpt,
+    repo: Path = typer.Option(Path("."), "--repo", help="the git repository the tasks change"),
+    workflow: Path | None = typer.Option(None, "--workflow", help="WORKFLOW.md (default: <repo>/WORKFLOW.md)"),
+    until_empty: bool = typer.Option(False, "--until-empty", help="exit when the team has no work left"),
+    max_tasks: int | None = typer.Option(None, "--max-tasks", min=1, help="exit after this many tasks"),
+    shutdown_policy: str = typer.Option("finish", "--shutdown-policy",
+                                        help="on a leader's shutdown request: finish | interrupt the running task"),
+    poll_ms: int = typer.Option(1_000, "--poll-ms", min=10, help="longest wait per claim attempt"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log every step to stderr"),
+) -> None:
+    """Run a worker: ACK the leader, then claim, run and report tasks until stopped or drained."""
+    import logging
+    import os
+
+    from omx.engine.team_worker import run_team_worker
+    from omx.state import names
+
+    if shutdown_policy not in ("finish", "interrupt"):
+        raise InvalidInput("--shutdown-policy must be finish or interrupt")
+    if team is None or name is None:
+        env = os.environ.get("OMX_TEAM_WORKER")
+        if not env:
+            raise InvalidInput("name the worker: --team and --name, or OMX_TEAM_WORKER=<team>/<worker>")
+        env_team, env_name = names.parse_worker_env(env)
+        team, name = team or env_team, name or env_name
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    report = run_team_worker(store=_store(root), team=team, worker=name, repo=repo, workflow_path=workflow,
+                             until_empty=until_empty, max_tasks=max_tasks, shutdown_policy=shutdown_policy,
+                             poll_ms=poll_ms)
+    typer.echo(f"{team}/{name}: {report.completed} completed, {report.failed} failed, {report.released} released"
+               f" — {report.reason}")

@@ -1,0 +1,131 @@
+"""The file team as a work source: claim-next, renew, transition, mailbox and shutdown over the store."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+from omx.engine.source import Activity, Claimed, LeaseLost
+from omx.errors import InvalidToken, LeaseExpired, OmxError
+from omx.state import names
+from omx.state.claims import ClaimResult
+from omx.state.filestore import FileStore
+
+log = logging.getLogger("omx.worker")
+
+
+class FileTeamSource:
+    """``team``/``worker`` of a file store, seen as a :class:`~omx.engine.source.WorkSource`."""
+
+    def __init__(self, store: FileStore, team: str, worker: str) -> None:
+        self.store = store
+        self.team = names.team_name(team)
+        self.worker = names.worker_name(worker, allow_leader=False)
+        self.name = f"{team}/{worker}"
+        cfg = store.read_config(team)
+        store.require_member(cfg, worker)
+        self.lease_ms = cfg.lease_ms
+        self.started_at = store.now()[1]
+        self._seen_request: str | None = None
+
+    def start(self) -> None:
+        s, t, w = self.store, self.team, self.worker
+        ident = s.read_identity(t, w)
+        s.write_identity(t, w, index=ident.index if ident else 0, role=ident.role if ident else None,
+                         pid=os.getpid(), host=socket.gethostname(),
+                         worktree=ident.worktree if ident else None)
+        s.update_heartbeat(t, w, pid=os.getpid(), turn_count=0, alive=True)
+        s.send_message(t, w, names.LEADER, f"ACK: {w} initialized (pid {os.getpid()})")
+        s.write_status(t, w, "idle")
+        # An old request from a previous run of this worker must not stop this one at once.
+        req = s.read_shutdown_request(t, w)
+        self._seen_request = req.requested_at if req else None
+
+    def heartbeat(self, state: str, current: str | None = None, turns: int = 0) -> None:
+        self.store.update_heartbeat(self.team, self.worker, pid=os.getpid(), turn_count=turns or None, alive=True)
+
+    def set_status(self, state: str, current: str | None = None, reason: str | None = None) -> None:
+        self.store.write_status(self.team, self.worker, state, current_task_id=current, reason=reason)
+
+    def acquire(self, wait_ms: int) -> Claimed | None:
+        s = self.store
+        if wait_ms > 0:
+            r = s.claim_next_wait(self.team, self.worker, wait_ms=wait_ms, pid=os.getpid())
+        else:
+            r = s.claim_next(self.team, self.worker, pid=os.getpid())
+        return self._claimed(r) if r else None
+
+    def _claimed(self, r: ClaimResult) -> Claimed:
+        t = r.task
+        cfg = self.store.read_config(self.team)
+        task_vars = {"id": t.id, "subject": t.subject, "description": t.description, "role": t.role,
+                     "files": list(t.files), "depends_on": list(t.depends_on), "priority": t.priority,
+                     "attempt": t.attempts}
+        team_vars = {"name": self.team, "goal": cfg.goal, "workers": cfg.worker_names()}
+        return Claimed(key=f"task-{t.id}", title=t.subject,
+                       variables={"task": task_vars, "team": team_vars, "worker": {"name": self.worker}},
+                       attempt=t.attempts, handle=r, lease_ms=cfg.lease_ms)
+
+    def renew(self, claimed: Claimed) -> None:
+        r: ClaimResult = claimed.handle
+        try:
+            self.store.renew_claim(self.team, r.task.id, self.worker, r.token)
+        except (LeaseExpired, InvalidToken) as exc:
+            raise LeaseLost(exc.message) from None
+
+    def emit(self, claimed: Claimed, activity: Activity) -> None:
+        r: ClaimResult = claimed.handle
+        try:
+            data = {"kind": activity.kind, "text": activity.text[:2000], **activity.data}
+            self.store.append_event(self.team, "worker_activity", worker=self.worker, task_id=r.task.id, data=data)
+        except OmxError as exc:
+            log.warning("could not record activity: %s", exc.message)
+
+    def _finish(self, claimed: Claimed, to: str, result: dict[str, Any], error: str | None) -> None:
+        r: ClaimResult = claimed.handle
+        try:
+            self.store.transition_task(self.team, r.task.id, self.worker, r.token, to, result=result, error=error)
+        except LeaseExpired:
+            # The lease ran out while we finished (a stalled machine). If nobody took the task,
+            # claim it again and report; if someone did, theirs is the run that counts.
+            again = self.store.claim_task(self.team, r.task.id, self.worker, pid=os.getpid())
+            self.store.transition_task(self.team, r.task.id, self.worker, again.token, to, result=result, error=error)
+
+    def complete(self, claimed: Claimed, result: dict[str, Any]) -> None:
+        self._finish(claimed, "completed", result, None)
+
+    def fail(self, claimed: Claimed, error: str, result: dict[str, Any]) -> None:
+        self._finish(claimed, "failed", result, error[:4000])
+
+    def release(self, claimed: Claimed, reason: str) -> None:
+        r: ClaimResult = claimed.handle
+        try:
+            self.store.release_claim(self.team, r.task.id, self.worker, r.token, reason=reason)
+        except (LeaseExpired, InvalidToken) as exc:
+            log.info("task %s was no longer ours to release: %s", r.task.id, exc.message)
+
+    def read_mail(self) -> list[str]:
+        """New messages (marked delivered); shutdown requests are read separately."""
+        out = []
+        for m in self.store.mailbox_list(self.team, self.worker):
+            self.store.mark_delivered(self.team, self.worker, m.message_id)
+            out.append(f"{m.from_worker}: {m.body}")
+        return out
+
+    def shutdown_requested(self) -> str | None:
+        req = self.store.read_shutdown_request(self.team, self.worker)
+        if req is None or req.requested_at == self._seen_request:
+            return None
+        return req.reason or f"requested by {req.requested_by}"
+
+    def drained(self) -> bool:
+        return self.store.is_drained(self.team)
+
+    def stop(self, reason: str) -> None:
+        s, t, w = self.store, self.team, self.worker
+        if self.shutdown_requested() is not None:
+            s.write_shutdown_ack(t, w, "accept", reason)
+        s.update_heartbeat(t, w, pid=os.getpid(), alive=False)
+        s.write_status(t, w, "done", reason=reason)

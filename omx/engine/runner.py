@@ -1,0 +1,217 @@
+"""Run one claimed piece of work: workspace → hooks → prompt → runtime (lease renewed) → commit → report.
+
+Written once for every work source. Untrusted text (task titles, descriptions, session prompts) is
+only ever template *data* and the runtime's prompt; it never reaches a shell, a hook's command line,
+a path (workspace keys are sanitized) or the template source.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omx.engine.hooks import HookContext, HookFailed, HookRunner
+from omx.engine.runtimes.base import RunRequest, RunResult, RuntimeEvent, make_runtime
+from omx.engine.slots import MachineSlots
+from omx.engine.source import Activity, Claimed, LeaseLost, WorkSource
+from omx.engine.workflow import Workflow
+from omx.engine.workspaces import Workspace, commit_changes, prepare_workspace, release_workspace
+from omx.errors import OmxError
+
+log = logging.getLogger("omx.worker")
+
+#: Environment variables never passed to the agent: omx's own and anything that looks like a secret.
+_SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL", "PRIVATE_KEY")
+_KEEP = ("OPENAI_API_KEY", "CODEX_API_KEY")  # the agent's own model credentials are the agent's business
+
+
+def agent_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The agent's environment: the worker's, minus omx/platform state and secrets."""
+    env = dict(os.environ if base is None else base)
+    for k in list(env):
+        upper = k.upper()
+        if upper.startswith("OMX_") or (any(m in upper for m in _SECRET_MARKERS) and upper not in _KEEP):
+            del env[k]
+    return env
+
+
+@dataclass
+class Outcome:
+    status: str  # completed | failed | released | lost
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass
+class RunnerConfig:
+    repo: Path
+    workflow: Workflow
+    namespace: str  # workspace namespace: the team name, or the platform worker id
+    worker: str
+    slots: MachineSlots | None = None
+
+
+class Runner:
+    """Runs claimed items for one worker; safe to use from several threads at once."""
+
+    def __init__(self, source: WorkSource, cfg: RunnerConfig) -> None:
+        self.source = source
+        self.cfg = cfg
+        self.settings = cfg.workflow.settings
+        self.hooks = HookRunner(self.settings.hooks, logger=log)
+        self.turns = 0
+
+    def run(self, claimed: Claimed, cancel: threading.Event) -> Outcome:
+        t0 = time.monotonic()
+        lost = threading.Event()
+        stop_renew = threading.Event()
+        renewer = threading.Thread(target=self._renew_loop, args=(claimed, cancel, lost, stop_renew), daemon=True,
+                                   name=f"renew-{claimed.key}")
+        renewer.start()
+        ws: Workspace | None = None
+        try:
+            try:
+                ctx = self._ctx(claimed, None)
+                ws = prepare_workspace(self.cfg.repo, self.settings.worktree, self.cfg.namespace, claimed.key,
+                                       on_create=lambda w: self.hooks.after_create(w.path, self._ctx(claimed, w)))
+                ctx = self._ctx(claimed, ws)
+            except OmxError as exc:
+                return self._report(claimed, Outcome("failed", error=f"workspace: {exc.message}"), lost)
+            outcome = self._attempts(claimed, ws, ctx, cancel, lost)
+            outcome.result.setdefault("duration_ms", int((time.monotonic() - t0) * 1000))
+            return self._report(claimed, outcome, lost)
+        finally:
+            stop_renew.set()
+            renewer.join(timeout=5)
+            if ws is not None:
+                try:
+                    release_workspace(ws)
+                except OmxError as exc:
+                    log.warning("workspace %s: %s", ws.path, exc.message)
+
+    # --- attempts ---------------------------------------------------------------------------
+
+    def _attempts(self, claimed: Claimed, ws: Workspace, ctx: HookContext, cancel: threading.Event,
+                  lost: threading.Event) -> Outcome:
+        agent = self.settings.agent
+        tokens = {"input": 0, "output": 0, "total": 0}
+        result: RunResult | None = None
+        error = "not run"
+        attempts = 0
+        for n in range(1, agent.max_retry_attempts + 2):
+            attempts = n
+            if cancel.is_set():
+                break
+            try:
+                self.hooks.before_run(ws.path, ctx)
+                prompt = self.cfg.workflow.render(**claimed.variables, attempt=claimed.attempt + n - 1,
+                                                  session=claimed.variables.get("session"))
+            except HookFailed as exc:
+                error = exc.message
+            except OmxError as exc:  # a template that cannot render will not render on retry
+                return Outcome("failed", {"attempts": n}, exc.message)
+            else:
+                result = self._run_agent(claimed, prompt, ws, cancel)
+                for k in tokens:
+                    tokens[k] += result.tokens.get(k, 0)
+                self._after_run(ws, ctx)
+                if result.ok or result.status == "interrupted":
+                    break
+                error = result.error or result.status
+            if n <= agent.max_retry_attempts:
+                delay = min(agent.retry_base_ms * 2 ** (n - 1), agent.max_retry_backoff_ms) / 1000
+                self.source.emit(claimed, Activity("progress", f"attempt {n} failed ({error}); retrying in {delay:g}s"))
+                if cancel.wait(delay):
+                    break
+        base: dict[str, Any] = {"tokens": tokens, "attempts": attempts, "workspace": str(ws.path),
+                                "branch": ws.branch}
+        if lost.is_set():
+            return Outcome("lost", base, "the claim was lost")
+        if (result is not None and result.status == "interrupted") or (cancel.is_set() and not (result and result.ok)):
+            return Outcome("released", base, "interrupted")
+        if result is not None and result.ok:
+            base["summary"] = result.summary
+            base["thread_id"] = result.thread_id
+            try:
+                base["commit"] = commit_changes(ws, f"omx: {claimed.title[:200]}\n\n{claimed.key}",
+                                                self.cfg.worker, f"{self.cfg.worker}@omx.invalid")
+            except OmxError as exc:
+                return Outcome("failed", base, f"commit: {exc.message}")
+            return Outcome("completed", base)
+        return Outcome("failed", base, error)
+
+    def _run_agent(self, claimed: Claimed, prompt: str, ws: Workspace, cancel: threading.Event) -> RunResult:
+        rt = self.settings.runtime
+        runtime = make_runtime(rt)
+        req = RunRequest(prompt=prompt, cwd=ws.path, env=agent_env(), settings=rt,
+                         developer_instructions=claimed.instructions)
+
+        def on_event(ev: RuntimeEvent) -> None:
+            self._on_event(claimed, ev)
+
+        if self.cfg.slots is None:
+            return runtime.run(req, on_event, cancel)
+        with self.cfg.slots.hold(cancel) as got:
+            if not got:
+                return RunResult("interrupted", None, "cancelled while waiting for a machine slot",
+                                 {"input": 0, "output": 0, "total": 0}, 0)
+            return runtime.run(req, on_event, cancel)
+
+    def _on_event(self, claimed: Claimed, ev: RuntimeEvent) -> None:
+        if ev.kind == "command" and ev.data.get("phase") == "completed":
+            self.turns += 1
+            cmd = str(ev.data.get("command", ""))[:200]
+            self.source.emit(claimed, Activity("progress", f"ran {cmd} (exit {ev.data.get('exit_code')})"))
+        elif ev.kind == "message" and ev.data.get("text"):
+            self.source.emit(claimed, Activity("progress", str(ev.data["text"])[:500]))
+        elif ev.kind == "approval":
+            self.source.emit(claimed, Activity("policy", f"{ev.data.get('method')}: {ev.data.get('decision')}"))
+
+    def _after_run(self, ws: Workspace, ctx: HookContext) -> None:
+        try:
+            self.hooks.after_run(ws.path, ctx)
+        except OmxError as exc:  # afterRun failures are logged, never fatal
+            log.warning("afterRun: %s", exc.message)
+
+    # --- lease and report -------------------------------------------------------------------
+
+    def _renew_loop(self, claimed: Claimed, cancel: threading.Event, lost: threading.Event,
+                    stop: threading.Event) -> None:
+        every = max(0.05, claimed.lease_ms / 3000)
+        while not stop.wait(every):
+            try:
+                self.source.renew(claimed)
+            except LeaseLost as exc:
+                log.error("lost the claim on %s: %s", claimed.key, exc)
+                lost.set()
+                cancel.set()
+                return
+            except Exception as exc:  # a failed renewal is retried at the next tick
+                log.warning("renewing %s failed: %s", claimed.key, exc)
+
+    def _report(self, claimed: Claimed, outcome: Outcome, lost: threading.Event) -> Outcome:
+        if lost.is_set() or outcome.status == "lost":
+            return Outcome("lost", outcome.result, outcome.error)  # someone else owns it now
+        try:
+            if outcome.status == "completed":
+                self.source.emit(claimed, Activity("completion", str(outcome.result.get("summary") or "")[:2000]))
+                self.source.complete(claimed, outcome.result)
+            elif outcome.status == "released":
+                self.source.release(claimed, outcome.error or "interrupted")
+            else:
+                self.source.emit(claimed, Activity("failure", outcome.error or "failed"))
+                self.source.fail(claimed, outcome.error or "failed", outcome.result)
+        except OmxError as exc:
+            log.error("could not report %s for %s: %s", outcome.status, claimed.key, exc.message)
+            return Outcome("lost", outcome.result, exc.message)
+        return outcome
+
+    def _ctx(self, claimed: Claimed, ws: Workspace | None) -> HookContext:
+        task_id = str(claimed.variables.get("task", {}).get("id") or claimed.key)
+        return HookContext(team=self.cfg.namespace, worker=self.cfg.worker, task_id=task_id,
+                           task_subject=claimed.title, attempt=claimed.attempt, branch=ws.branch if ws else None)

@@ -1,0 +1,191 @@
+"""The worker loop, for any work source: ACK, then mail → claim → run → report, until told to stop.
+
+Signal handlers only set flags (huey's habit); the loop notices. A leader's shutdown request lets the
+running work finish (``shutdown_policy="finish"``) or interrupts it (``"interrupt"``); SIGTERM and
+SIGINT interrupt — the run is stopped, its claim released, the worktree kept — and a second signal
+does the same at once. SIGKILL loses nothing either: the lease expires and another worker takes over.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from omx.engine.runner import Outcome, Runner
+from omx.engine.source import WorkSource
+
+log = logging.getLogger("omx.worker")
+
+
+@dataclass
+class WorkerOptions:
+    max_concurrent: int = 1
+    until_empty: bool = False
+    poll_ms: int = 1_000  # how long one acquire may wait; also the shutdown-request latency
+    shutdown_policy: str = "finish"  # finish | interrupt (leader's request; signals always interrupt)
+    max_tasks: int | None = None
+    install_signals: bool = True
+
+
+@dataclass
+class WorkerReport:
+    completed: int = 0
+    failed: int = 0
+    released: int = 0
+    lost: int = 0
+    reason: str = ""
+
+    def add(self, outcome: Outcome) -> None:
+        setattr(self, outcome.status, getattr(self, outcome.status) + 1)
+
+
+class Worker:
+    """Drives a :class:`Runner` over a :class:`WorkSource`."""
+
+    def __init__(self, source: WorkSource, runner: Runner, opts: WorkerOptions) -> None:
+        self.source = source
+        self.runner = runner
+        self.opts = opts
+        self.stop_reason: str | None = None
+        self.interrupt = threading.Event()  # set: running work is cancelled
+        self._active: dict[threading.Thread, threading.Event] = {}
+        self._lock = threading.Lock()
+        self.report = WorkerReport()
+        self._started = 0
+
+    # --- signals ----------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.stop_reason is not None:
+            log.warning("%s again: interrupting now", name)
+        self.stop_reason = self.stop_reason or f"received {name}"
+        self.interrupt.set()
+        for ev in list(self._active.values()):
+            ev.set()
+
+    def _install(self) -> dict[int, Any]:
+        old: dict[int, Any] = {}
+        if self.opts.install_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                old[sig] = signal.signal(sig, self._on_signal)
+        return old
+
+    # --- loop -------------------------------------------------------------------------------
+
+    def run(self) -> WorkerReport:
+        old = self._install()
+        beat = threading.Thread(target=self._heartbeat_loop, daemon=True, name="heartbeat")
+        try:
+            self.source.start()
+            beat.start()
+            self._loop()
+            self._drain()
+        finally:
+            self.report.reason = self.stop_reason or "stopped"
+            try:
+                self.source.stop(self.report.reason)
+            finally:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
+        return self.report
+
+    def _loop(self) -> None:
+        while self.stop_reason is None:
+            self._reap()
+            reason = self.source.shutdown_requested()
+            if reason is not None:
+                self.stop_reason = f"shutdown requested: {reason}"
+                if self.opts.shutdown_policy == "interrupt":
+                    self.interrupt.set()
+                    for ev in list(self._active.values()):
+                        ev.set()
+                break
+            read_mail = getattr(self.source, "read_mail", None)
+            if read_mail is not None:
+                for line in read_mail():
+                    log.info("mail: %s", line[:500])
+            if self.opts.max_tasks is not None and self._started >= self.opts.max_tasks:
+                if not self._active:
+                    self.stop_reason = f"ran {self._started} tasks (--max-tasks)"
+                    break
+                self._wait_any()
+                continue
+            if len(self._active) >= self.opts.max_concurrent:
+                self._wait_any()
+                continue
+            claimed = self.source.acquire(self.opts.poll_ms)
+            if claimed is None:
+                if self.opts.until_empty and not self._active and self.source.drained():
+                    self.stop_reason = "the team is drained"
+                continue
+            self._start(claimed)
+
+    def _start(self, claimed: Any) -> None:
+        cancel = threading.Event()
+        if self.interrupt.is_set():
+            cancel.set()
+        self._started += 1
+        self._set_status("working", claimed)
+
+        def body() -> None:
+            try:
+                outcome = self.runner.run(claimed, cancel)
+            except Exception as exc:  # a bug in one run must not take the worker down
+                log.exception("run of %s crashed", claimed.key)
+                outcome = Outcome("failed", error=f"internal error: {exc}")
+                try:
+                    self.source.fail(claimed, outcome.error or "internal error", {})
+                except Exception:
+                    log.exception("could not report the crash of %s", claimed.key)
+            with self._lock:
+                self.report.add(outcome)
+            log.info("%s: %s%s", claimed.key, outcome.status, f" ({outcome.error})" if outcome.error else "")
+
+        t = threading.Thread(target=body, name=f"run-{claimed.key}", daemon=True)
+        with self._lock:
+            self._active[t] = cancel
+        t.start()
+
+    def _wait_any(self, timeout: float = 0.2) -> None:
+        for t in list(self._active):
+            t.join(timeout=timeout / max(1, len(self._active)))
+        self._reap()
+
+    def _reap(self) -> None:
+        with self._lock:
+            done = [t for t in self._active if not t.is_alive()]
+            for t in done:
+                del self._active[t]
+        if done and not self._active and self.stop_reason is None:
+            self._set_status("idle", None)
+
+    def _drain(self) -> None:
+        while self._active:
+            self._wait_any(0.5)
+
+    def _set_status(self, state: str, claimed: Any) -> None:
+        set_status = getattr(self.source, "set_status", None)
+        if set_status is None:
+            return
+        current = None
+        if claimed is not None:
+            current = str(claimed.variables.get("task", {}).get("id") or claimed.key)
+        try:
+            set_status(state, current)
+        except Exception as exc:  # status is informational
+            log.warning("status: %s", exc)
+
+    def _heartbeat_loop(self) -> None:
+        every = max(0.2, getattr(self.source, "lease_ms", 30_000) / 3000)
+        while self.stop_reason is None or self._active:
+            try:
+                self.source.heartbeat("working" if self._active else "idle", None, self.runner.turns)
+            except Exception as exc:  # retried next tick
+                log.warning("heartbeat: %s", exc)
+            time.sleep(every)

@@ -153,3 +153,18 @@ def worker(
                              poll_ms=poll_ms)
     typer.echo(f"{team}/{name}: {report.completed} completed, {report.failed} failed, {report.released} released"
                f" — {report.reason}")
+
+
+def setup(
+    codex_home: Path | None = typer.Option(None, "--codex-home", help="Codex's home (default: $CODEX_HOME or ~/.codex)"),
+    uninstall: bool = typer.Option(False, "--uninstall", help="remove the skills omx installed"),
+) -> None:
+    """Install the $team, $swarm and $worker skills into $CODEX_HOME/skills (idempotent)."""
+    from omx import setup as st
+
+    r = st.uninstall(codex_home) if uninstall else st.install(codex_home)
+    for what in ("installed", "updated", "unchanged", "removed"):
+        names = getattr(r, what)
+        if names:
+            typer.echo(f"{what}: {', '.join(names)}")
+    typer.echo(f"skills folder: {r.target}")

@@ -284,6 +284,12 @@ def _shutdown_req(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[st
     return {"request": req.to_dict()}
 
 
+@op("read-shutdown-request", (WORKER,), "Read a worker's shutdown request (null if none).", ours=True)
+def _read_shutdown_req(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str, Any]:
+    req = s.read_shutdown_request(a["team_name"], a["worker"])
+    return {"request": req.to_dict() if req else None}
+
+
 @op("read-shutdown-ack", (WORKER, F("min_updated_at")),
     "Read a worker's shutdown ACK (null if none, or older than min_updated_at).")
 def _read_ack(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str, Any]:

@@ -156,7 +156,7 @@ def worker(
 
 
 def setup(
-    codex_home: Path | None = typer.Option(None, "--codex-home", help="Codex's home (default: $CODEX_HOME or ~/.codex)"),
+    codex_home: Path | None = typer.Option(None, "--codex-home", help="default: $CODEX_HOME or ~/.codex"),
     uninstall: bool = typer.Option(False, "--uninstall", help="remove the skills omx installed"),
 ) -> None:
     """Install the $team, $swarm and $worker skills into $CODEX_HOME/skills (idempotent)."""

@@ -104,14 +104,17 @@ def test_app_server_cancel_interrupts_promptly(
     fake_model: FakeModel, codex_env: dict[str, str], workdir: Path, events: Events, cancel: threading.Event
 ) -> None:
     fake_model.script(hang())
-    fake_model_asked = threading.Thread(target=lambda: (fake_model.wait_for_requests(1), cancel.set()), daemon=True)
-    fake_model_asked.start()
+    # cancel while the model stream is open: once the turn started and the model was asked
+    events.on(lambda e: e.kind == "started", lambda: threading.Timer(0.3, cancel.set).start())
+    began = time.monotonic()
 
-    result = run("codex-app-server", workdir, codex_env, events, cancel=cancel)
+    result = run("codex-app-server", workdir, codex_env, events, cancel=cancel, turnTimeoutMs=30_000)
 
     assert result.status == "interrupted"
+    assert result.error == "cancelled"
+    assert time.monotonic() - began < 10
+    assert len(fake_model.requests) == 1
     assert not pid_alive(started_pid(events))
-    fake_model_asked.join(timeout=5)
 
 
 def test_app_server_approval_is_declined_unless_policy_is_never(

@@ -15,6 +15,7 @@ Scenarios:
 ``malformed``        prints garbage lines between real messages, then completes normally
 ``failed_turn``      an ``error`` notification, then ``turn/completed`` ``failed`` with ``turn.error``
 ``die``              after ``turn/started``, writes to stderr and exits 3 (mid-turn death)
+``die_leaving_child``  the same, but a grandchild ``sleep`` keeps stdout open after it died
 ``die_early``        exits 4 before answering ``initialize``
 ``refuse_thread``    answers ``thread/start`` with a JSON-RPC error
 ``never_complete``   the turn never ends by itself; ``turn/interrupt`` ends it as ``interrupted``
@@ -108,7 +109,7 @@ def token_usage() -> None:
 
 
 def complete(status: str = "completed", error: dict[str, Any] | None = None) -> None:
-    turn = {"id": TURN_ID, "status": status, "items": [], "error": error}
+    turn: dict[str, Any] = {"id": TURN_ID, "status": status, "items": [], "error": error}
     notify("turn/completed", {"threadId": THREAD_ID, "turn": turn})
 
 
@@ -148,7 +149,9 @@ def run_turn(scenario: str) -> None:
         notify("error", {"threadId": THREAD_ID, "turnId": TURN_ID, "willRetry": True, "error": {"message": "retrying"}})
         notify("error", {"threadId": THREAD_ID, "turnId": TURN_ID, "willRetry": False, "error": error})
         complete("failed", error)
-    elif scenario == "die":
+    elif scenario in ("die", "die_leaving_child"):
+        if scenario == "die_leaving_child":  # a leftover that keeps our stdout open after we are gone
+            log({"grandchild": subprocess.Popen(["sleep", "600"]).pid})
         sys.stderr.write("fake app-server: simulated crash mid-turn\n")
         sys.stderr.flush()
         os._exit(3)

@@ -235,6 +235,13 @@ class FakeModel:
         with self._cond:
             self._script.extend(turns)
 
+    def clear(self) -> None:
+        """Forget the remaining script and every recorded request (reuse one fake across runs)."""
+        with self._cond:
+            self._script.clear()
+            self.requests.clear()
+            self.other_requests.clear()
+
     @property
     def pending(self) -> int:
         """How many scripted answers have not been used yet."""

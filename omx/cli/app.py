@@ -29,6 +29,7 @@ def _register() -> None:
     app.add_typer(team.app, name="team")
     app.command("doctor")(team.doctor)
     app.command("setup")(team.setup)
+    app.command("swarm")(team.swarm)
     # Engine / leader / platform command groups register here as they land.
     for modname, group in (("omx.cli.workflow", "workflow"), ("omx.cli.worker", "worker")):
         try:

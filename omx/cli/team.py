@@ -168,3 +168,70 @@ def setup(
         if names:
             typer.echo(f"{what}: {', '.join(names)}")
     typer.echo(f"skills folder: {r.target}")
+
+
+def _start(goal: str, workers: int, *, swarm: bool, plan: Path | None, planner: str, workflow: Path | None,
+           tmux: bool, team: str | None, restart: bool, as_json: bool, root: Path | None, lease_ms: int) -> None:
+    import sys
+
+    from omx.team.leader import StartOptions, run_team
+
+    if planner not in ("auto", "codex", "heuristic"):
+        raise InvalidInput("--planner must be codex or heuristic")
+    store = _store(root)
+    opts = StartOptions(goal=goal, workers=workers, team=team, plan=plan, planner=planner, workflow=workflow,
+                        tmux=tmux, restart=restart, swarm=swarm, lease_ms=lease_ms)
+    live = sys.stdout.isatty() and not as_json
+
+    def line(text: str) -> None:
+        typer.echo(text, err=as_json)
+
+    summary = run_team(store, opts, live=live, on_line=line)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+    else:
+        c = summary["counts"]
+        typer.echo(f"team {summary['team']}: {c['completed']} completed, {c['failed']} failed, "
+                   f"{c['blocked']} blocked, {c['pending'] + c['in_progress']} unfinished")
+    c = summary["counts"]
+    raise typer.Exit(0 if c["completed"] == summary["total"] and not summary["interrupted"] else 1)
+
+
+@app.command("start")
+def start(
+    goal: str = typer.Argument(..., help="what the team should achieve"),
+    workers: int = typer.Option(3, "--workers", "-w", min=1, max=64),
+    plan: Path | None = typer.Option(None, "--plan", help="a Markdown list, YAML or JSON file of tasks"),
+    planner: str = typer.Option("heuristic", "--planner", help="codex | heuristic (without --plan)"),
+    workflow: Path | None = typer.Option(None, "--workflow", help="WORKFLOW.md for the workers"),
+    tmux: bool = typer.Option(False, "--tmux", help="run the workers in tmux panes"),
+    team: str | None = typer.Option(None, "--team", help="team name (default: from the goal)"),
+    restart: bool = typer.Option(False, "--restart", help="restart workers that crash"),
+    lease_ms: int = typer.Option(60_000, "--lease-ms", min=100),
+    as_json: bool = typer.Option(False, "--json", help="print the final summary as JSON"),
+    root: Path | None = RootOpt,
+) -> None:
+    """Decompose GOAL into tasks, start N workers, show progress, and end with a summary.
+
+    Exits 0 when every task completed, 1 when any failed (or the run was interrupted).
+    """
+    _start(goal, workers, swarm=False, plan=plan, planner=planner, workflow=workflow, tmux=tmux, team=team,
+           restart=restart, as_json=as_json, root=root, lease_ms=lease_ms)
+
+
+def swarm(
+    workers: int = typer.Argument(..., min=1, max=64, help="how many workers"),
+    goal: str = typer.Argument(..., help="what the swarm should achieve"),
+    plan: Path | None = typer.Option(None, "--plan", help="a Markdown list, YAML or JSON file of tasks"),
+    planner: str = typer.Option("heuristic", "--planner", help="codex | heuristic (without --plan)"),
+    workflow: Path | None = typer.Option(None, "--workflow", help="WORKFLOW.md for the workers"),
+    tmux: bool = typer.Option(False, "--tmux"),
+    team: str | None = typer.Option(None, "--team"),
+    restart: bool = typer.Option(False, "--restart"),
+    lease_ms: int = typer.Option(60_000, "--lease-ms", min=100),
+    as_json: bool = typer.Option(False, "--json"),
+    root: Path | None = RootOpt,
+) -> None:
+    """Like `omx team start`, pull-only: no pre-assignment, every worker takes the next ready task."""
+    _start(goal, workers, swarm=True, plan=plan, planner=planner, workflow=workflow, tmux=tmux, team=team,
+           restart=restart, as_json=as_json, root=root, lease_ms=lease_ms)

@@ -127,6 +127,12 @@ def _update_task(s: FileStore, a: dict[str, Any], extra: dict[str, Any]) -> dict
     return {"task": s.task_view(a["team_name"], t)}
 
 
+@op("assign-task", (TASK, F("owner", help="a worker, or null for anyone")),
+    "Pre-assign a pending task to a worker, or to nobody (null).", ours=True)
+def _assign_task(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str, Any]:
+    return {"task": s.task_view(a["team_name"], s.assign_task(a["team_name"], a["task_id"], a["owner"]))}
+
+
 # --- claims -------------------------------------------------------------------------------------
 
 PID = F("pid", "int", lo=1, hi=2**31, help="the worker's long-lived pid: a dead holder is reclaimed at once")

@@ -217,6 +217,25 @@ class TaskOps(StoreBase):
         self._promote_if_ready(p, [tid])
         return new
 
+    def assign_task(self, team: str, task_id: str | int, owner: str | None) -> Task:
+        """Pre-assign a pending task to ``owner`` (or to nobody): the leader's way to move queued work."""
+        p = self.paths(team)
+        tid = names.task_id(task_id)
+        if owner is not None:
+            self.require_member(self._load_config(p), owner)
+        with locked(p.task_lock(tid)):
+            old = self._load_task(p, tid)
+            if old.status != "pending":
+                from omx.errors import InvalidTransition
+
+                raise InvalidTransition(f"task {tid} is {old.status}; only pending tasks can be reassigned")
+            _, at = self.now()
+            new = old.replace(owner=owner, version=old.version + 1, updated_at=at)
+            self._save_task(p, new)
+            self._reindex(p, old, new)
+            self._emit(p, "task_assigned", task_id=tid, worker=owner)
+        return new
+
     def _check_deps(self, p: TeamPaths, tid: str, deps: list[str]) -> None:
         if tid in deps:
             raise DependencyError(f"task {tid} cannot depend on itself", task_id=tid)

@@ -1,0 +1,303 @@
+"""The leader: turn a goal into a team, start its workers, watch them, and end it cleanly.
+
+``start_team`` writes the team, the tasks, worker identities and inboxes; starts N ``omx team worker``
+processes (or tmux panes); then monitors until every task is terminal — reclaiming expired claims,
+restarting crashed workers with ``restart``, moving a dead worker's queued tasks to the shared queue —
+while a :class:`Progress` view shows it. Ctrl-C (or SIGTERM) asks every worker to stop and waits.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omx.errors import InvalidInput, TeamExists
+from omx.state import names
+from omx.state.filestore import FileStore
+from omx.team.plan import PlannedTask
+
+
+@dataclass
+class StartOptions:
+    goal: str
+    workers: int = 3
+    team: str | None = None
+    plan: Path | None = None
+    planner: str = "auto"  # auto | codex | heuristic
+    workflow: Path | None = None
+    tmux: bool = False
+    restart: bool = False
+    swarm: bool = False  # pull-only: no pre-assignment
+    lease_ms: int = 60_000
+    repo: Path = field(default_factory=Path.cwd)
+    shutdown_wait_s: float = 30.0
+
+
+@dataclass
+class WorkerProc:
+    name: str
+    proc: subprocess.Popen[bytes] | None
+    log: Path
+    restarts: int = 0
+    pane: str | None = None
+
+
+def slug(goal: str) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", goal.lower()).strip("-")[:24].strip("-")
+    return s or "team"
+
+
+def repo_root(path: Path) -> Path:
+    out = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise InvalidInput(f"{path} is not inside a git repository (omx works in a repo: git init first)")
+    return Path(out.stdout.strip())
+
+
+def plan_tasks(opts: StartOptions, warn: Callable[[str], None]) -> tuple[list[PlannedTask], str]:
+    """Tasks from, in order of preference: the plan file, the Codex planner, the heuristic."""
+    from omx.team import plan
+
+    if opts.plan is not None:
+        return plan.load_plan(opts.plan), f"plan file {opts.plan}"
+    if opts.planner == "codex":
+        # Needs an outputSchema turn from the app-server runtime; tracked as open work, not faked here.
+        raise InvalidInput("the Codex planner is not available yet: pass --plan FILE or --planner heuristic")
+    return plan.heuristic(opts.goal), "heuristic"
+
+
+def create_team(store: FileStore, opts: StartOptions, tasks: list[PlannedTask]) -> str:
+    """Write the team, its tasks (pre-assigned round-robin unless swarm), identities and inboxes."""
+    base = names.team_name(opts.team) if opts.team else slug(opts.goal)
+    team = base
+    for n in range(2, 1000):
+        try:
+            workers = [f"worker-{i}" for i in range(1, opts.workers + 1)]
+            store.create_team(team, goal=opts.goal, workers=workers, lease_ms=opts.lease_ms)
+            break
+        except TeamExists:
+            if opts.team:
+                raise
+            team = f"{base[:26]}-{n}"
+    ids: dict[int, str] = {}
+    for pos, t in enumerate(tasks, start=1):
+        owner = None if opts.swarm else f"worker-{(pos - 1) % opts.workers + 1}"
+        created = store.create_task(team, t.subject, t.description, depends_on=[ids[d] for d in t.depends_on],
+                                    priority=t.priority, role=t.role, files=t.files, owner=owner)
+        ids[pos] = created.id
+    for i in range(1, opts.workers + 1):
+        w = f"worker-{i}"
+        store.write_identity(team, w, index=i, role="executor")
+        store.render_inbox(team, w)
+    return team
+
+
+class Leader:
+    """Starts, watches and stops the workers of one team."""
+
+    def __init__(self, store: FileStore, team: str, opts: StartOptions, on_line: Callable[[str], None]) -> None:
+        self.store = store
+        self.team = team
+        self.opts = opts
+        self.say = on_line
+        self.procs: dict[str, WorkerProc] = {}
+        self.stop_reason: str | None = None
+        self.log_dir = store.paths(team).dir / "logs"
+        self.log_dir.mkdir(exist_ok=True)
+
+    def worker_argv(self, name: str) -> list[str]:
+        argv = [sys.executable, "-m", "omx", "team", "worker", "--team", self.team, "--name", name,
+                "--root", str(self.store.root), "--repo", str(self.opts.repo), "--until-empty", "-v"]
+        if self.opts.workflow:
+            argv += ["--workflow", str(self.opts.workflow)]
+        return argv
+
+    def start_worker(self, name: str) -> None:
+        log = self.log_dir / f"{name}.log"
+        env = {**os.environ, "OMX_TEAM_WORKER": f"{self.team}/{name}"}
+        if self.opts.tmux:
+            import shlex
+
+            cmd = " ".join(shlex.quote(a) for a in self.worker_argv(name)) + f" 2>&1 | tee -a {shlex.quote(str(log))}"
+            session = f"omx-{self.team}"
+            have = subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0
+            verb = ["split-window", "-t", session] if have else ["new-session", "-d", "-s", session]
+            out = subprocess.run(["tmux", *verb, "-P", "-F", "#{pane_id}", cmd], capture_output=True, text=True,
+                                 env=env, check=True)
+            subprocess.run(["tmux", "select-layout", "-t", session, "tiled"], capture_output=True)
+            self.procs[name] = WorkerProc(name, None, log, pane=out.stdout.strip())
+            return
+        fh = open(log, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        proc = subprocess.Popen(self.worker_argv(name), stdout=fh, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        fh.close()
+        old = self.procs.get(name)
+        self.procs[name] = WorkerProc(name, proc, log, restarts=old.restarts + 1 if old else 0)
+
+    def start(self) -> None:
+        for i in range(1, self.opts.workers + 1):
+            self.start_worker(f"worker-{i}")
+
+    def alive(self, wp: WorkerProc) -> bool:
+        if wp.proc is not None:
+            return wp.proc.poll() is None
+        if wp.pane:
+            out = subprocess.run(["tmux", "list-panes", "-a", "-F", "#{pane_id} #{pane_dead}"], capture_output=True,
+                                 text=True)
+            return f"{wp.pane} 0" in out.stdout
+        return False
+
+    def tick(self) -> dict[str, Any]:
+        """One monitoring pass: reclaim, restart or unassign, and return the summary."""
+        for r in self.store.reclaim_expired(self.team):
+            self.say(f"reclaimed task {r['task_id']} from {r['previous_owner']} ({r['reason']})")
+        summary = self.store.summary(self.team)
+        for name, wp in list(self.procs.items()):
+            if self.alive(wp):
+                continue
+            code = wp.proc.returncode if wp.proc else None
+            if code == 0 or summary["drained"]:
+                continue
+            if self.opts.restart and wp.restarts < 5:
+                self.say(f"{name} exited ({code}); restarting")
+                self.start_worker(name)
+                continue
+            moved = [t.id for t in self.store.list_tasks(self.team, status="pending", owner=name).tasks]
+            for tid in moved:
+                self.store.assign_task(self.team, tid, None)
+            if moved:
+                self.say(f"{name} exited ({code}); its queued tasks {', '.join(moved)} go to the shared queue")
+        return summary
+
+    def finished(self, summary: dict[str, Any]) -> bool:
+        c = summary["counts"]
+        if c["pending"] + c["in_progress"] == 0:
+            return True  # blocked tasks whose dependencies failed can never run
+        if not any(self.alive(wp) for wp in self.procs.values()):
+            return c["in_progress"] == 0 and not self.opts.restart
+        return False
+
+    def shutdown(self, reason: str) -> list[str]:
+        """Ask every live worker to stop; wait for ACKs (bounded); kill what did not answer. Returns laggards."""
+        from omx.clock import iso
+
+        asked_at = iso(self.store.clock.now_ms() - 1)
+        live = [n for n, wp in self.procs.items() if self.alive(wp)]
+        for n in live:
+            self.store.write_shutdown_request(self.team, n, names.LEADER, reason)
+        deadline = time.monotonic() + self.opts.shutdown_wait_s
+        pending = set(live)
+        while pending and time.monotonic() < deadline:
+            for n in list(pending):
+                wp = self.procs[n]
+                if not self.alive(wp) or self.store.read_shutdown_ack(self.team, n, asked_at):
+                    pending.discard(n)
+            time.sleep(0.1)
+        for n in live:
+            wp = self.procs[n]
+            if wp.proc is not None:
+                try:
+                    wp.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    os.killpg(wp.proc.pid, signal.SIGTERM)
+                    try:
+                        wp.proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(wp.proc.pid, signal.SIGKILL)
+                        wp.proc.wait()
+        return sorted(pending)
+
+
+def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Callable[[str], None]) -> dict[str, Any]:
+    """``omx team start``: plan, create, start, monitor until every task is terminal, then stop the workers.
+
+    Returns the final summary plus ``team``, ``planned_by`` and ``laggards`` (workers that did not ACK).
+    """
+    opts.repo = repo_root(opts.repo)
+    if opts.workers < 1 or opts.workers > 64:
+        raise InvalidInput("--workers must be between 1 and 64")
+    tasks, planned_by = plan_tasks(opts, lambda m: on_line(f"warning: {m}"))
+    team = create_team(store, opts, tasks)
+    on_line(f"team {team}: {len(tasks)} tasks ({planned_by}), {opts.workers} workers"
+            f"{' in tmux session omx-' + team if opts.tmux else ''}; state under {store.paths(team).dir}")
+    leader = Leader(store, team, opts, on_line)
+    stop: list[str] = []
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.append(signal.Signals(signum).name)
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    view = Progress(store, team, live=live, on_line=on_line)
+    try:
+        leader.start()
+        while True:
+            summary = leader.tick()
+            view.update(summary)
+            if stop or leader.finished(summary):
+                break
+            store.await_event(team, cursor=view.cursor, timeout_ms=500)
+    finally:
+        view.close()
+        laggards = leader.shutdown("interrupted by the user" if stop else "all tasks are done")
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    summary = store.summary(team)
+    summary.update({"team": team, "planned_by": planned_by, "laggards": laggards,
+                    "interrupted": bool(stop)})
+    for n in laggards:
+        on_line(f"{n} did not acknowledge the shutdown within {opts.shutdown_wait_s:g}s and was stopped")
+    return summary
+
+
+class Progress:
+    """A live rich table on a terminal; otherwise one line per claim, completion or failure."""
+
+    def __init__(self, store: FileStore, team: str, *, live: bool, on_line: Callable[[str], None]) -> None:
+        self.store, self.team, self.on_line = store, team, on_line
+        self.cursor = 0
+        self.t0 = time.monotonic()
+        self.live = None
+        if live:
+            from rich.live import Live
+
+            self.live = Live(refresh_per_second=4, transient=False)
+            self.live.start()
+
+    def update(self, summary: dict[str, Any]) -> None:
+        page = self.store.read_events(self.team, cursor=self.cursor,
+                                      types=["task_claimed", "task_completed", "task_failed", "claim_expired"])
+        self.cursor = page.cursor
+        if self.live is not None:
+            self.live.update(self._table(summary))
+            return
+        for ev in page.events:
+            what = {"task_claimed": "claimed", "task_completed": "completed", "task_failed": "FAILED",
+                    "claim_expired": "lost (reclaimed)"}[ev.type]
+            extra = f": {ev.reason}" if ev.reason else ""
+            self.on_line(f"{time.monotonic() - self.t0:7.1f}s  task {ev.task_id} {what} by {ev.worker}{extra}")
+
+    def _table(self, summary: dict[str, Any]) -> Any:
+        from rich.console import Group
+        from rich.table import Table
+
+        c = summary["counts"]
+        head = "  ".join(f"{k} {v}" for k, v in c.items())
+        wt = Table("worker", "state", "task", "heartbeat", "turns", title=f"team {self.team} — {head}",
+                   title_justify="left")
+        for w in summary["workers"]:
+            age = "—" if w["heartbeat_age_ms"] is None else f"{w['heartbeat_age_ms'] / 1000:.1f}s"
+            wt.add_row(w["name"], w["state"] + (" (stale)" if w["stale"] else ""), w["current_task_id"] or "—",
+                       age, str(w["turn_count"]))
+        return Group(wt)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()

@@ -83,6 +83,8 @@ class Runner:
             except OmxError as exc:
                 return self._report(claimed, Outcome("failed", error=f"workspace: {exc.message}"), lost)
             outcome = self._attempts(claimed, ws, ctx, cancel, lost)
+            if outcome.status != "completed" and ws.mode == "branch":
+                self._keep_unfinished(claimed, ws, outcome)
             outcome.result.setdefault("duration_ms", int((time.monotonic() - t0) * 1000))
             return self._report(claimed, outcome, lost)
         finally:
@@ -171,6 +173,17 @@ class Runner:
             self.source.emit(claimed, Activity("progress", str(ev.data["text"])[:500]))
         elif ev.kind == "approval":
             self.source.emit(claimed, Activity("policy", f"{ev.data.get('method')}: {ev.data.get('decision')}"))
+
+    def _keep_unfinished(self, claimed: Claimed, ws: Workspace, outcome: Outcome) -> None:
+        # Branch mode shares one checkout: leave it clean for the next task, and keep the partial
+        # work on the task's own branch rather than throwing it away.
+        try:
+            sha = commit_changes(ws, f"omx: unfinished ({outcome.status}): {claimed.title[:150]}\n\n{claimed.key}",
+                                 self.cfg.worker, f"{self.cfg.worker}@omx.invalid")
+            if sha:
+                outcome.result["unfinished_commit"] = sha
+        except OmxError as exc:
+            log.warning("could not keep the unfinished work of %s: %s", claimed.key, exc.message)
 
     def _after_run(self, ws: Workspace, ctx: HookContext) -> None:
         try:

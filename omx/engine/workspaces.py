@@ -166,15 +166,22 @@ def prepare_workspace(
     return ws
 
 
-def release_workspace(ws: Workspace) -> None:
+def release_workspace(ws: Workspace, *, discard: bool = False) -> None:
     """End a run: in branch mode, check the original branch out again and release the repository.
 
+    Args:
+        discard: throw away uncommitted changes first (``.omx/`` and ignored files are kept), e.g.
+            after a failed attempt whose work should not be committed.
+
     Raises:
-        WorkspaceDirty: the run left uncommitted changes (the lock is released all the same).
+        WorkspaceDirty: the run left uncommitted changes and ``discard`` is false (the lock is
+            released all the same, and the checkout stays on the task branch).
     """
     if ws.mode != "branch" or ws._lock is None:
         return
     try:
+        if discard:
+            _discard(ws.path)
         if _dirty(ws.path):
             raise WorkspaceDirty(
                 f"{ws.path}: uncommitted changes left on {ws.branch}; not switching back to {ws.restore_ref}",
@@ -320,8 +327,7 @@ def _prepare_branch(
             try:
                 on_create(ws)
             except BaseException:
-                _git(repo, "reset", "-q", "--hard")
-                _git(repo, "clean", "-q", "-fd", *_STATUS_SCOPE)
+                _discard(repo)  # the checkout was clean before: only the hook's changes go
                 _checkout(repo, restore)
                 if ws.new_branch:
                     _git(repo, "branch", "-D", "--", branch, check=False)
@@ -391,6 +397,11 @@ def _checkout(cwd: Path, ref: str) -> None:
 
 def _dirty(cwd: Path) -> bool:
     return bool(_git(cwd, "status", "--porcelain", "-z", "--untracked-files=all", *_STATUS_SCOPE).stdout)
+
+
+def _discard(cwd: Path) -> None:
+    _git(cwd, "reset", "-q", "--hard")
+    _git(cwd, "clean", "-q", "-fd", *_STATUS_SCOPE)
 
 
 def _registered(repo: Path) -> dict[str, str | None]:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-ApprovalPolicy = Literal["untrusted", "on-request", "on-failure", "never"]
+ApprovalPolicy = Literal["untrusted", "on-request", "never"]  # what codex 0.169 app-server accepts
 Sandbox = Literal["read-only", "workspace-write", "danger-full-access"]
 
 

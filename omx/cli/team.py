@@ -57,16 +57,25 @@ def status(
     team: str | None = typer.Option(None, "--team", "-t", help="team name (default: the only team)"),
     root: Path | None = RootOpt,
     as_json: bool = typer.Option(False, "--json", help="print get-summary's JSON"),
+    watch: bool = typer.Option(False, "--watch", "-w", help="redraw on every change until Ctrl-C"),
 ) -> None:
     """Tasks by status, each worker's state and heartbeat, blocked tasks, corrupt files."""
     store = _store(root)
     name = _pick_team(store, team)
-    summary = store.summary(name)
-    if as_json:
-        typer.echo(json.dumps(summary, indent=2))
-        return
-    listing = store.list_tasks(name)
-    render_status(summary, listing)
+    cursor = 0
+    while True:
+        summary = store.summary(name)
+        if as_json:
+            typer.echo(json.dumps(summary, indent=2))
+        else:
+            if watch:
+                from rich.console import Console
+
+                Console().clear()
+            render_status(summary, store.list_tasks(name))
+        if not watch:
+            return
+        cursor = store.await_event(name, cursor=cursor or store.read_events(name).cursor, timeout_ms=2_000).cursor
 
 
 def render_status(summary: dict[str, Any], listing: Any) -> None:
@@ -235,3 +244,92 @@ def swarm(
     """Like `omx team start`, pull-only: no pre-assignment, every worker takes the next ready task."""
     _start(goal, workers, swarm=True, plan=plan, planner=planner, workflow=workflow, tmux=tmux, team=team,
            restart=restart, as_json=as_json, root=root, lease_ms=lease_ms)
+
+
+@app.command("report")
+def report(
+    team: str | None = typer.Option(None, "--team", "-t"),
+    repo: Path = typer.Option(Path("."), "--repo", help="the repository whose task branches to check"),
+    base: str | None = typer.Option(None, "--base", help="merge target (default: the checked-out branch)"),
+    root: Path | None = RootOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Per task: status, owner, summary, branch, commit, tokens, time — and which branches merge cleanly."""
+    from omx.team.leader import repo_root
+    from omx.team.report import team_report
+
+    store = _store(root)
+    name = _pick_team(store, team)
+    rep = team_report(store, name, repo_root(repo), base)
+    if as_json:
+        typer.echo(json.dumps(rep, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    tt = Table("id", "status", "owner", "branch", "commit", "tokens", "time", "summary / error",
+               title=f"team {name} — {rep['goal']}", title_justify="left")
+    for r in rep["tasks"]:
+        secs = f"{r['duration_ms'] / 1000:.1f}s" if r["duration_ms"] else "—"
+        note = r["summary"] or r["error"] or (f"waits on {r['blocked_by']}" if r["blocked_by"] else "")
+        tt.add_row(r["id"], r["status"], r["owner"] or "—", r["branch"] or "—", (r["commit"] or "—")[:10],
+                   str(r["tokens"]), secs, str(note)[:80])
+    con.print(tt)
+    for m in rep["merges"]:
+        extra = f": {', '.join(m.get('conflicts', []))}" if m["merges"] == "conflict" else m.get("error", "")
+        con.print(f"{m['branch']} → {rep['base']}: {m['merges']}{extra}")
+
+
+@app.command("shutdown")
+def shutdown(
+    team: str | None = typer.Option(None, "--team", "-t"),
+    force: bool = typer.Option(False, "--force", help="stop even with pending or running tasks"),
+    confirm_issues: bool = typer.Option(False, "--confirm-issues", help="end the team although tasks failed"),
+    wait_s: float = typer.Option(30.0, "--wait", help="seconds to wait for the workers' ACKs"),
+    root: Path | None = RootOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Ask every worker to stop, wait for ACKs, and say which did not answer."""
+    from omx.team.report import shutdown_team
+
+    store = _store(root)
+    name = _pick_team(store, team)
+    out = shutdown_team(store, name, force=force, confirm_issues=confirm_issues, wait_s=wait_s)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+    else:
+        for w, st in out["acknowledged"].items():
+            typer.echo(f"{w}: {st}")
+        for s in out["no_answer"]:
+            typer.echo(f"{s['worker']}: no answer within {wait_s:g}s (state {s['state']}, "
+                       f"last heartbeat {s['last_heartbeat'] or 'never'})")
+    if out["no_answer"]:
+        raise typer.Exit(1)
+
+
+@app.command("events")
+def events(
+    team: str | None = typer.Option(None, "--team", "-t"),
+    follow: bool = typer.Option(False, "--follow", "-f", help="keep printing new events"),
+    root: Path | None = RootOpt,
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
+) -> None:
+    """Print the team's event log."""
+    store = _store(root)
+    name = _pick_team(store, team)
+    cursor = 0
+    while True:
+        page = store.await_event(name, cursor=cursor, timeout_ms=1_000) if follow and cursor else \
+            store.read_events(name, cursor=cursor)
+        cursor = page.cursor
+        for ev in page.events:
+            if as_json:
+                typer.echo(json.dumps(ev.to_dict(exclude_none=True)))
+            else:
+                who = ev.worker or ""
+                task = f" task {ev.task_id}" if ev.task_id else ""
+                why = f" ({ev.reason})" if ev.reason else ""
+                typer.echo(f"{ev.created_at}  {ev.type:<22} {who}{task}{why}")
+        if not follow:
+            return

@@ -16,6 +16,13 @@ from omx.state.filestore import FileStore
 log = logging.getLogger("omx.worker")
 
 
+class _Named(dict[str, Any]):
+    """A template variable that prints as its name (``{{ team }}``) and still has fields (``{{ team.goal }}``)."""
+
+    def __str__(self) -> str:
+        return str(self["name"])
+
+
 class FileTeamSource:
     """``team``/``worker`` of a file store, seen as a :class:`~omx.engine.source.WorkSource`."""
 
@@ -63,9 +70,9 @@ class FileTeamSource:
         task_vars = {"id": t.id, "subject": t.subject, "description": t.description, "role": t.role,
                      "files": list(t.files), "depends_on": list(t.depends_on), "priority": t.priority,
                      "attempt": t.attempts}
-        team_vars = {"name": self.team, "goal": cfg.goal, "workers": cfg.worker_names()}
+        team_vars = _Named(name=self.team, goal=cfg.goal, workers=cfg.worker_names())
         return Claimed(key=f"task-{t.id}", title=t.subject,
-                       variables={"task": task_vars, "team": team_vars, "worker": {"name": self.worker}},
+                       variables={"task": task_vars, "team": team_vars, "worker": _Named(name=self.worker)},
                        attempt=t.attempts, handle=r, lease_ms=cfg.lease_ms)
 
     def renew(self, claimed: Claimed) -> None:

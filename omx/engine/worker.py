@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -57,6 +56,7 @@ class Worker:
         self._lock = threading.Lock()
         self.report = WorkerReport()
         self._started = 0
+        self._beat_stop = threading.Event()
 
     # --- signals ----------------------------------------------------------------------------
 
@@ -88,6 +88,11 @@ class Worker:
             self._drain()
         finally:
             self.report.reason = self.stop_reason or "stopped"
+            # The heartbeat thread must be gone before stop() writes the last beat (alive=False):
+            # a beat written after it would say a worker that left is alive.
+            self._beat_stop.set()
+            if beat.is_alive():
+                beat.join(timeout=5)
             try:
                 self.source.stop(self.report.reason)
             finally:
@@ -101,6 +106,9 @@ class Worker:
             reason = self.source.shutdown_requested()
             if reason is not None:
                 self.stop_reason = f"shutdown requested: {reason}"
+                log.info("shutdown requested (%s): %s %d running task(s)", reason,
+                         "interrupting" if self.opts.shutdown_policy == "interrupt" else "finishing",
+                         len(self._active))
                 if self.opts.shutdown_policy == "interrupt":
                     self.interrupt.set()
                     for ev in list(self._active.values()):
@@ -119,10 +127,16 @@ class Worker:
             if len(self._active) >= self.opts.max_concurrent:
                 self._wait_any()
                 continue
+            if self.opts.until_empty and not self._active and self.source.drained():
+                self.stop_reason = "the team is drained"  # checked first: no poll_ms wait on an empty team
+                break
             claimed = self.source.acquire(self.opts.poll_ms)
             if claimed is None:
-                if self.opts.until_empty and not self._active and self.source.drained():
-                    self.stop_reason = "the team is drained"
+                continue
+            if self.stop_reason is not None or self.source.shutdown_requested() is not None:
+                # A signal or a shutdown request arrived while acquire() waited: give the work back
+                # untouched rather than start it (the loop's next pass handles the request).
+                self.source.release(claimed, "the worker is stopping")
                 continue
             self._start(claimed)
 
@@ -188,4 +202,5 @@ class Worker:
                 self.source.heartbeat("working" if self._active else "idle", None, self.runner.turns)
             except Exception as exc:  # retried next tick
                 log.warning("heartbeat: %s", exc)
-            time.sleep(every)
+            if self._beat_stop.wait(every):
+                return

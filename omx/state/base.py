@@ -177,26 +177,31 @@ class StoreBase:
         host = host_tag(c.host) if c.host else "-"
         return f"{task.id}~{parse_iso(c.leased_until)}~{c.pid or 0}~{host}"
 
-    def _reindex(self, p: TeamPaths, old: Task | None, new: Task) -> None:
-        """Move ``new``'s markers to where its state says they belong."""
-        key = sort_key(new)
-        want_ready = want_waiting = False
-        if new.status == "pending":
-            if self.unmet_dependencies(p, new):
-                want_waiting = True
-            else:
-                want_ready = True
-        if old is not None and sort_key(old) != key:
-            _unlink(p.ready / sort_key(old))
-            _unlink(p.waiting / sort_key(old))
-        (_touch if want_ready else _unlink)(p.ready / key)
-        (_touch if want_waiting else _unlink)(p.waiting / key)
-        old_claimed = self._claimed_marker(old) if old is not None else None
-        new_claimed = self._claimed_marker(new)
-        if old_claimed and old_claimed != new_claimed:
-            _unlink(p.claimed / old_claimed)
-        if new_claimed and new_claimed != old_claimed:
-            _touch(p.claimed / new_claimed)
+    def _commit(self, p: TeamPaths, old: Task | None, new: Task) -> None:
+        """Write ``new`` and move its markers, crash-safely (call only while holding the task's lock).
+
+        Markers the new state needs are made *before* the file is written and obsolete ones removed
+        *after*, so a crash at any point leaves extra markers, never missing ones; extra markers are
+        removed by the next locked reader that finds them (:meth:`_heal_marker`).
+        """
+        want = self._desired_markers(p, new)
+        for d, name in want:
+            _touch(d / name)
+        self._save_task(p, new)
+        if old is not None:
+            for d, name in self._desired_markers(p, old) - want:
+                _unlink(d / name)
+
+    def _ensure_markers(self, p: TeamPaths, task: Task) -> None:
+        """Make sure the markers ``task``'s state calls for exist (lock held)."""
+        for d, name in self._desired_markers(p, task):
+            _touch(d / name)
+
+    def _heal_marker(self, p: TeamPaths, d: Path, name: str, task: Task | None) -> None:
+        """Remove marker ``d/name`` if ``task`` (as read under its lock; None = gone) does not call for it."""
+        want = self._desired_markers(p, task) if task is not None else set()
+        if (d, name) not in want:
+            _unlink(d / name)
 
     # --- events -----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import hmac
 import os
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omx.clock import iso, parse_iso
@@ -35,6 +36,8 @@ from omx.state.base import key_task_id, pid_alive
 from omx.state.locks import locked, try_locked
 from omx.state.paths import TeamPaths
 from omx.state.tasks import TaskOps
+
+Candidate = tuple[Path, str, str]  # (index dir, marker name, task id)
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,6 @@ class ClaimOps(TaskOps):
         except (ClaimConflict, AlreadyTerminal, VersionConflict, BlockedDependency):
             if strict:
                 raise
-            if old.status == "pending":
-                self._reindex(p, old, old)  # heal a marker that disagreed with the file
             return None
         token = secrets.token_hex(16)
         claim = Claim(
@@ -120,8 +121,7 @@ class ClaimOps(TaskOps):
             "status": "in_progress", "owner": worker, "claim": claim, "attempts": old.attempts + 1,
             "version": old.version + 1, "updated_at": at, "error": None,
         })
-        self._save_task(p, new)
-        self._reindex(p, old, new)
+        self._commit(p, old, new)
         data: dict[str, Any] = {"attempt": new.attempts, "leased_until": claim.leased_until}
         if took_over:
             data["took_over"] = took_over
@@ -148,54 +148,72 @@ class ClaimOps(TaskOps):
         Order: abandoned claims (expired lease, dead local holder) first, then ready tasks by
         priority (higher first) and id. Tasks pre-assigned to another worker are skipped. A task
         whose lock is busy is skipped on the first pass (someone is claiming it) and retried last.
+        A marker that turns out not to match its task file is removed on the way.
         """
         p = self.paths(team)
         cfg = self._load_config(p)
         self.require_member(cfg, worker)
         now_ms, _ = self.now()
-        busy: list[str] = []
-        abandoned = self._abandoned(p, now_ms)
-        for tid in abandoned + self._ready_candidates(p, worker):
-            if tid not in abandoned and not self._looks_claimable(p, tid, worker):
-                continue
+        busy: list[Candidate] = []
+        for cand in self._abandoned(p, now_ms) + self._ready_candidates(p):
+            d, _, tid = cand
+            if d == p.ready:
+                look = self._looks_claimable(p, tid, worker)
+                if look == "no":
+                    continue
             with try_locked(p.task_lock(tid)) as got:
                 if not got:
-                    busy.append(tid)
+                    busy.append(cand)
                     continue
-                result = self._claim_locked(p, cfg, tid, worker, pid=pid, strict=False)
+                result = self._claim_or_heal(p, cfg, cand, worker, pid)
             if result is not None:
                 return result
-        for tid in busy:
-            with locked(p.task_lock(tid)):
-                result = self._claim_locked(p, cfg, tid, worker, pid=pid, strict=False)
+        for cand in busy:
+            with locked(p.task_lock(cand[2])):
+                result = self._claim_or_heal(p, cfg, cand, worker, pid)
             if result is not None:
                 return result
         return None
 
-    def _abandoned(self, p: TeamPaths, now_ms: int) -> list[str]:
+    def _claim_or_heal(self, p: TeamPaths, cfg: TeamConfig, cand: Candidate, worker: str, pid: int | None
+                       ) -> ClaimResult | None:
+        d, name, tid = cand
+        result = self._claim_locked(p, cfg, tid, worker, pid=pid, strict=False)
+        if result is None:
+            try:
+                current: Task | None = self._load_task(p, tid)
+            except (TaskNotFound, CorruptState):
+                current = None
+            self._heal_marker(p, d, name, current)
+        return result
+
+    def _abandoned(self, p: TeamPaths, now_ms: int) -> list[Candidate]:
         out = []
         for name in os.listdir(p.claimed):
             parts = name.split("~")
-            if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit():
+            if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit() or not parts[0].isdigit():
                 continue
             until, pid, host = int(parts[1]), int(parts[2]), parts[3]
             if until <= now_ms or (pid and host == self.host_tag and not pid_alive(pid)):
-                out.append(parts[0])
-        return sorted(out, key=int)
+                out.append((p.claimed, name, str(int(parts[0]))))
+        return sorted(out, key=lambda c: int(c[2]))
 
-    def _looks_claimable(self, p: TeamPaths, tid: str, worker: str) -> bool:
-        # Lock-free look (files are replaced whole): skip tasks assigned to others without locking them.
-        # A marker that looks wrong is healed under the lock by whoever claims or updates the task.
+    def _looks_claimable(self, p: TeamPaths, tid: str, worker: str) -> str:
+        """A lock-free look (files are replaced whole): ``yes``, ``no`` (someone else's), or ``check``.
+
+        ``check`` means the marker may be stale (the file is not pending, or unreadable): the caller
+        takes the lock and heals it. Tasks pre-assigned to another worker are skipped without a lock.
+        """
         raw = self._raw_task(p, tid)
-        if raw is None:
-            return True  # let the locked path report or heal it
-        return raw.get("status") == "pending" and raw.get("owner") in (None, worker)
+        if raw is None or raw.get("status") != "pending":
+            return "check"
+        return "yes" if raw.get("owner") in (None, worker) else "no"
 
-    def _ready_candidates(self, p: TeamPaths, worker: str) -> list[str]:
+    def _ready_candidates(self, p: TeamPaths) -> list[Candidate]:
         out = []
         for name in sorted(os.listdir(p.ready)):
             try:
-                out.append(key_task_id(name))
+                out.append((p.ready, name, key_task_id(name)))
             except ValueError:
                 continue
         return out
@@ -226,8 +244,7 @@ class ClaimOps(TaskOps):
             assert old.claim is not None
             claim = old.claim.replace(**{"leased_until": iso(now_ms + cfg.lease_ms)})
             new = old.replace(**{"claim": claim, "version": old.version + 1, "updated_at": at})
-            self._save_task(p, new)
-            self._reindex(p, old, new)
+            self._commit(p, old, new)
             self._emit(p, "task_renewed", worker=worker, task_id=tid, data={"leased_until": claim.leased_until})
         return new
 
@@ -252,8 +269,7 @@ class ClaimOps(TaskOps):
                 "status": to, "claim": None, "result": result, "error": error, "completed_at": at,
                 "version": old.version + 1, "updated_at": at,
             })
-            self._save_task(p, new)
-            self._reindex(p, old, new)
+            self._commit(p, old, new)
             self._emit(p, f"task_{to}", worker=worker, task_id=tid, reason=error)
         if to == "completed":
             self._promote_if_ready(p, completed=tid)
@@ -273,8 +289,7 @@ class ClaimOps(TaskOps):
             new = old.replace(**{
                 "status": "pending", "claim": None, "owner": None, "version": old.version + 1, "updated_at": at,
             })
-            self._save_task(p, new)
-            self._reindex(p, old, new)
+            self._commit(p, old, new)
             self._emit(p, "task_released", worker=worker, task_id=tid, reason=reason)
         return new
 
@@ -282,26 +297,23 @@ class ClaimOps(TaskOps):
         """Put every abandoned in-progress task back to pending. Returns what was reclaimed and why."""
         p = self.paths(team)
         out = []
-        for tid in self._abandoned(p, self.clock.now_ms()):
+        for d, name, tid in self._abandoned(p, self.clock.now_ms()):
             with locked(p.task_lock(tid)):
                 try:
-                    old = self._load_task(p, tid)
+                    old: Task | None = self._load_task(p, tid)
                 except (TaskNotFound, CorruptState):
-                    continue
+                    old = None
                 now_ms, at = self.now()
-                if old.status != "in_progress":
-                    self._reindex(p, old, old)
-                    continue
-                state = self._lease_state(old, now_ms)
-                if state == "live":
+                if old is None or old.status != "in_progress" or self._lease_state(old, now_ms) == "live":
+                    self._heal_marker(p, d, name, old)
                     continue
                 new = old.replace(**{
                     "status": "pending", "claim": None, "owner": None, "version": old.version + 1, "updated_at": at,
                 })
-                self._save_task(p, new)
-                self._reindex(p, old, new)
-                self._emit(p, "claim_expired", worker=old.owner, task_id=tid, reason=state)
-                out.append({"task_id": tid, "previous_owner": old.owner, "reason": state})
+                self._commit(p, old, new)
+                self._heal_marker(p, d, name, new)
+                self._emit(p, "claim_expired", worker=old.owner, task_id=tid, reason=self._lease_state(old, now_ms))
+                out.append({"task_id": tid, "previous_owner": old.owner, "reason": self._lease_state(old, now_ms)})
         return out
 
 

@@ -20,7 +20,7 @@ from omx.errors import (
 )
 from omx.models import TERMINAL, Task, TeamConfig, WorkerInfo
 from omx.state import atomic, names
-from omx.state.base import PRIORITY_LIMIT, StoreBase
+from omx.state.base import PRIORITY_LIMIT, StoreBase, sort_key
 from omx.state.locks import locked
 from omx.state.paths import TeamPaths
 
@@ -140,8 +140,7 @@ class TaskOps(StoreBase):
                 depends_on=deps, priority=prio, role=role, files=list(files), owner=owner,
             )
             with locked(p.task_lock(tid)):
-                self._save_task(p, task)
-                self._reindex(p, None, task)
+                self._commit(p, None, task)
                 self._emit(p, "task_created", task_id=tid, worker=owner, data={"subject": subject[:200]})
         self._promote_if_ready(p, [tid])  # its dependencies may have completed meanwhile
         return task
@@ -211,8 +210,7 @@ class TaskOps(StoreBase):
                 new = Task.from_dict({**old.to_dict(), **changes, "version": old.version + 1, "updated_at": at})
             except ValueError as exc:
                 raise InvalidInput(f"update-task: {exc}") from None
-            self._save_task(p, new)
-            self._reindex(p, old, new)
+            self._commit(p, old, new)
             self._emit(p, "task_updated", task_id=tid, data={"fields": sorted(changes)})
         self._promote_if_ready(p, [tid])
         return new
@@ -231,8 +229,7 @@ class TaskOps(StoreBase):
                 raise InvalidTransition(f"task {tid} is {old.status}; only pending tasks can be reassigned")
             _, at = self.now()
             new = old.replace(owner=owner, version=old.version + 1, updated_at=at)
-            self._save_task(p, new)
-            self._reindex(p, old, new)
+            self._commit(p, old, new)
             self._emit(p, "task_assigned", task_id=tid, worker=owner)
         return new
 
@@ -264,15 +261,24 @@ class TaskOps(StoreBase):
 
         ``tids`` None means every waiting task; ``completed`` narrows that to the ones that depend on it.
         A lock-free look filters first, so a completion costs one directory listing when nothing waits on it.
+        Waiting markers that no longer match their task are removed on the way.
         """
         from omx.state.base import key_task_id
 
+        found: list[tuple[str | None, str]]
         if tids is None:
-            tids = [key_task_id(n) for n in os.listdir(p.waiting)]
+            found = []
+            for marker in os.listdir(p.waiting):
+                try:
+                    found.append((marker, key_task_id(marker)))
+                except ValueError:
+                    continue
+        else:
+            found = [(None, tid) for tid in tids]
         promoted = []
-        for tid in tids:
+        for name, tid in found:
             raw = self._raw_task(p, tid)
-            if raw is not None:
+            if raw is not None and raw.get("status") == "pending":
                 deps = raw.get("depends_on") or []
                 if completed is not None and completed not in deps:
                     continue
@@ -280,12 +286,16 @@ class TaskOps(StoreBase):
                     continue
             with locked(p.task_lock(tid)):
                 try:
-                    task = self._load_task(p, tid)
+                    task: Task | None = self._load_task(p, tid)
                 except (TaskNotFound, CorruptState):
-                    continue
-                if task.status == "pending" and not self.unmet_dependencies(p, task):
-                    self._reindex(p, task, task)
+                    task = None
+                if task is not None and task.status == "pending" and not self.unmet_dependencies(p, task):
+                    self._ensure_markers(p, task)
                     promoted.append(tid)
+                if name is not None:
+                    self._heal_marker(p, p.waiting, name, task)
+                elif task is not None:
+                    self._heal_marker(p, p.waiting, sort_key(task), task)
         return promoted
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,11 +18,12 @@ from typing import Any
 
 from omx.engine.hooks import HookContext, HookFailed, HookRunner
 from omx.engine.runtimes.base import RunRequest, RunResult, RuntimeEvent, make_runtime
+from omx.engine.settings import RuntimeSettings
 from omx.engine.slots import MachineSlots
 from omx.engine.source import Activity, Claimed, LeaseLost, WorkSource
 from omx.engine.workflow import Workflow
 from omx.engine.workspaces import Workspace, commit_changes, prepare_workspace, release_workspace
-from omx.errors import OmxError
+from omx.errors import InvalidInput, OmxError
 
 log = logging.getLogger("omx.worker")
 
@@ -38,6 +40,36 @@ def agent_env(base: dict[str, str] | None = None) -> dict[str, str]:
         if upper.startswith("OMX_") or (any(m in upper for m in _SECRET_MARKERS) and upper not in _KEEP):
             del env[k]
     return env
+
+
+def check_runtime(settings: RuntimeSettings, env: dict[str, str] | None = None) -> None:
+    """Refuse to start a worker whose agent program cannot be found on the agent's ``PATH``.
+
+    Without it every claimed task fails in milliseconds ("codex not found"), and one misconfigured
+    worker empties the whole queue into ``failed``. A relative path with a slash is looked up in each
+    task's worktree, so it is left to the run.
+
+    Raises:
+        InvalidInput: the program is missing, or ``runtime.command`` is required and not set.
+    """
+    from omx.engine.runtimes.codex_common import find_codex
+
+    env = agent_env() if env is None else env
+    argv = list(settings.command or [])
+    if not argv:
+        if settings.kind == "command":
+            raise InvalidInput("runtime.command is required when runtime.kind is 'command'", kind=settings.kind)
+        if find_codex(env) is None:
+            raise InvalidInput(f"runtime {settings.kind}: codex is not on the agent's PATH "
+                               f"({env.get('PATH', '')!r}); install it or set runtime.command", kind=settings.kind)
+        return
+    program = argv[0]
+    if "/" not in program:
+        found = shutil.which(program, path=env.get("PATH"))
+    else:
+        found = program if not os.path.isabs(program) or os.access(program, os.X_OK) else None
+    if found is None:
+        raise InvalidInput(f"runtime.command: {program!r} is not an executable on the agent's PATH", kind=settings.kind)
 
 
 @dataclass
@@ -111,8 +143,10 @@ class Runner:
                 break
             try:
                 self.hooks.before_run(ws.path, ctx)
-                prompt = self.cfg.workflow.render(**claimed.variables, attempt=claimed.attempt + n - 1,
-                                                  session=claimed.variables.get("session"))
+                # A source's own ``session`` (the platform's) wins over the default None; passing it
+                # twice as a keyword was a TypeError for every platform session.
+                variables = {"session": None, **claimed.variables, "attempt": claimed.attempt + n - 1}
+                prompt = self.cfg.workflow.render(**variables)
             except HookFailed as exc:
                 error = exc.message
             except OmxError as exc:  # a template that cannot render will not render on retry
@@ -150,8 +184,12 @@ class Runner:
     def _run_agent(self, claimed: Claimed, prompt: str, ws: Workspace, cancel: threading.Event) -> RunResult:
         rt = self.settings.runtime
         runtime = make_runtime(rt)
-        req = RunRequest(prompt=prompt, cwd=ws.path, env=agent_env(), settings=rt,
-                         developer_instructions=claimed.instructions)
+        env = agent_env()
+        if rt.kind == "command":
+            # A command runtime is the user's own script: give it the task's plain facts (never its text).
+            env.update({"OMX_TASK_ID": self._ctx(claimed, ws).task_id, "OMX_TEAM": self.cfg.namespace,
+                        "OMX_WORKER": self.cfg.worker, "OMX_ATTEMPT": str(claimed.attempt)})
+        req = RunRequest(prompt=prompt, cwd=ws.path, env=env, settings=rt, developer_instructions=claimed.instructions)
 
         def on_event(ev: RuntimeEvent) -> None:
             self._on_event(claimed, ev)

@@ -36,6 +36,7 @@ from filelock import Timeout as _FileLockTimeout
 
 from omx.engine.settings import WorktreeSettings
 from omx.errors import InvalidInput, LockTimeout, OmxError, Refused
+from omx.state.atomic import ignore_in_git
 
 WorkspaceMode = Literal["task", "branch", "repository"]
 OMX_DIR = ".omx"  # omx's state inside a repository: never committed, never "dirty"
@@ -468,6 +469,7 @@ def _locked(path: Path, timeout: float | None = None) -> Iterator[FileLock]:
 def _lock_dir(repo: Path) -> Path:
     d = repo / OMX_DIR / "locks"
     d.mkdir(parents=True, exist_ok=True)
+    ignore_in_git(repo / OMX_DIR)
     return d
 
 

@@ -61,3 +61,16 @@ def read_json(path: Path) -> Any:
 
 def is_temp(name: str) -> bool:
     return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+def ignore_in_git(folder: Path) -> None:
+    """Keep ``folder`` (omx's own files inside a user's repo) out of ``git status`` with a ``*`` .gitignore."""
+    ignore = folder / ".gitignore"
+    if not ignore.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(ignore, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return
+        with os.fdopen(fd, "w") as f:
+            f.write("# omx's own state and locks: never committed\n*\n")

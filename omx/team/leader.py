@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omx.errors import InvalidInput, TeamExists
+from omx.errors import InvalidInput, OmxError, TeamExists
 from omx.state import names
 from omx.state.filestore import FileStore
 from omx.team.plan import PlannedTask
@@ -68,9 +68,19 @@ def plan_tasks(opts: StartOptions, warn: Callable[[str], None]) -> tuple[list[Pl
 
     if opts.plan is not None:
         return plan.load_plan(opts.plan), f"plan file {opts.plan}"
-    if opts.planner == "codex":
-        # Needs an outputSchema turn from the app-server runtime; tracked as open work, not faked here.
-        raise InvalidInput("the Codex planner is not available yet: pass --plan FILE or --planner heuristic")
+    if opts.planner in ("auto", "codex"):
+        from omx.engine.runtimes.codex_common import find_codex
+
+        if opts.planner == "codex" or find_codex(dict(os.environ)) is not None:
+            from omx.engine.workflow import load_workflow
+            from omx.team.planner import codex_plan
+
+            try:
+                wf = load_workflow(opts.workflow, opts.repo)
+                return codex_plan(opts.goal, opts.repo, opts.workers, runtime_settings=wf.settings.runtime), \
+                    "codex planner"
+            except OmxError as exc:
+                warn(f"{exc.message}; using the heuristic")
     return plan.heuristic(opts.goal), "heuristic"
 
 

@@ -60,7 +60,7 @@ def load_plan(path: Path) -> list[PlannedTask]:
         tasks = _from_data(data, str(path))
     else:
         tasks = parse_markdown(text, str(path))
-    _check(tasks, str(path))
+    check_plan(tasks, str(path))
     return tasks
 
 
@@ -134,7 +134,8 @@ def _from_data(data: Any, label: str) -> list[PlannedTask]:
     return out
 
 
-def _check(tasks: list[PlannedTask], label: str) -> None:
+def check_plan(tasks: list[PlannedTask], label: str) -> None:
+    """Refuse dependencies that name no other task, or that form a cycle."""
     if len(tasks) > MAX_TASKS:
         raise PlanError(f"{label}: {len(tasks)} tasks; at most {MAX_TASKS}")
     n = len(tasks)

@@ -252,7 +252,7 @@ def test_killed_holder_without_pid_keeps_the_task_until_its_lease_ends(
 ) -> None:
     """A holder that claimed through the CLI (no pid recorded) and died: claimable only once the lease ends."""
     root = tmp_path / "state"
-    store = _team(root, "crash", lease_ms=1_500)
+    store = _team(root, "crash", lease_ms=4_000)  # the new holder's lease must outlive slow CLI checks under load
     proc, held = _holder(children, wait_until, tmp_path, root, via="cli")
     assert held["task"]["claim"]["pid"] is None
     leased_until = parse_iso(held["task"]["claim"]["leased_until"])
@@ -372,7 +372,7 @@ def test_claim_killed_after_its_task_write_is_reclaimed_when_the_lease_ends(
     tmp_path: Path, omx_api: Api, wait_until: Callable[..., Any]
 ) -> None:
     root = tmp_path / "state"
-    store = _team(root, "crash", lease_ms=500, n_tasks=2)
+    store = _team(root, "crash", lease_ms=3_000, n_tasks=2)  # outlives one slow CLI call under load
     p = TeamPaths.of(root, "crash")
     first = store.claim_task("crash", "1", "worker-1")  # no pid: only the lease can free it
     (p.ready / sort_key(first.task)).touch()  # killed before removing its old ready marker

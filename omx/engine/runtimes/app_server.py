@@ -159,7 +159,10 @@ class _Session:
         self.watch.start_turn()
         self.in_turn = True
         text_input = [{"type": "text", "text": self.req.prompt}]  # the prompt: data in a JSON string, only here
-        turn = self._request("turn/start", {"threadId": self.thread_id, "input": text_input, "cwd": str(self.req.cwd)})
+        turn_params: dict[str, Any] = {"threadId": self.thread_id, "input": text_input, "cwd": str(self.req.cwd)}
+        if self.req.output_schema is not None:
+            turn_params["outputSchema"] = self.req.output_schema
+        turn = self._request("turn/start", turn_params)
         self.turn_id = self.turn_id or _id_of(turn.get("turn"))
         self._pump(lambda: self.turn is not None)
         return self._outcome()

@@ -83,6 +83,8 @@ class RunRequest:
             and ``PATH`` in it are honoured.
         settings: the runtime section of the worker settings.
         developer_instructions: trusted extra instructions (from WORKFLOW.md or the agent profile).
+        output_schema: a JSON Schema the final message must follow (app-server's ``outputSchema``);
+            other runtimes ignore it.
     """
 
     prompt: str
@@ -90,6 +92,7 @@ class RunRequest:
     env: dict[str, str]
     settings: RuntimeSettings
     developer_instructions: str | None = None
+    output_schema: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
+from pathlib import Path
 from typing import Any
 
+from omx.clock import parse_iso
 from omx.engine.source import Activity, Claimed, LeaseLost
 from omx.errors import InvalidToken, LeaseExpired, OmxError
 from omx.state import names
@@ -14,6 +17,25 @@ from omx.state.claims import ClaimResult
 from omx.state.filestore import FileStore
 
 log = logging.getLogger("omx.worker")
+
+
+_IMPORTED_MS = time.time_ns() // 1_000_000
+#: /proc's start time is good to ~20 ms; a request this close to our start is taken as meant for us.
+_START_MARGIN_MS = 1_000
+
+
+def process_started_ms(now_ms: int) -> int:
+    """When this process was started, on the clock that gave ``now_ms`` (from /proc, to ~20 ms).
+
+    Without /proc: when this module was imported (late by the interpreter's start-up, so a request
+    written during start-up may then be taken for an old one).
+    """
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        age_s = float(Path("/proc/uptime").read_text().split()[0]) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return now_ms - max(0, int(age_s * 1000))
+    except (OSError, ValueError, IndexError):
+        return _IMPORTED_MS
 
 
 class _Named(dict[str, Any]):
@@ -46,9 +68,15 @@ class FileTeamSource:
         s.update_heartbeat(t, w, pid=os.getpid(), turn_count=0, alive=True)
         s.send_message(t, w, names.LEADER, f"ACK: {w} initialized (pid {os.getpid()})")
         s.write_status(t, w, "idle")
-        # An old request from a previous run of this worker must not stop this one at once.
+        # An old request from a previous run of this worker must not stop this one at once: one that
+        # was acknowledged, or that is older than this process (a crashed run's). One written while
+        # this process was starting up is for us, and the leader waits for its ACK.
         req = s.read_shutdown_request(t, w)
-        self._seen_request = req.requested_at if req else None
+        if req is not None:
+            answered = s.read_shutdown_ack(t, w, min_updated_at=req.requested_at) is not None
+            born = process_started_ms(s.clock.now_ms()) - _START_MARGIN_MS
+            if answered or parse_iso(req.requested_at) < born:
+                self._seen_request = req.requested_at
 
     def heartbeat(self, state: str, current: str | None = None, turns: int = 0) -> None:
         self.store.update_heartbeat(self.team, self.worker, pid=os.getpid(), turn_count=turns or None, alive=True)

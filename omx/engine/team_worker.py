@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from omx.engine.filesource import FileTeamSource
-from omx.engine.runner import Runner, RunnerConfig
+from omx.engine.runner import Runner, RunnerConfig, check_runtime
 from omx.engine.slots import MachineSlots
 from omx.engine.worker import Worker, WorkerOptions, WorkerReport
 from omx.engine.workflow import load_workflow
@@ -20,6 +20,7 @@ def run_team_worker(
     """Run ``team``/``worker`` until it is told to stop (or the team drains, with ``until_empty``)."""
     repo = repo.resolve()
     wf = load_workflow(workflow_path, repo)
+    check_runtime(wf.settings.runtime)  # before the ACK: a worker that cannot run an agent must not claim work
     source = FileTeamSource(store, team, worker)
     runner = Runner(source, RunnerConfig(repo=repo, workflow=wf, namespace=team, worker=worker,
                                          slots=MachineSlots()))

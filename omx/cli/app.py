@@ -31,7 +31,7 @@ def _register() -> None:
     app.command("setup")(team.setup)
     app.command("swarm")(team.swarm)
     # Engine / leader / platform command groups register here as they land.
-    for modname, group in (("omx.cli.workflow", "workflow"), ("omx.cli.worker", "worker")):
+    for modname, group in (("omx.cli.workflow", "workflow"), ("omx.cli.worker", "worker"), ("omx.cli.auth", "auth")):
         try:
             mod = __import__(modname, fromlist=["app"])
         except ModuleNotFoundError as exc:

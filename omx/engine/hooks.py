@@ -30,12 +30,14 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from omx.engine.runtimes.lifeline import die_with_parent
 from omx.engine.settings import HookSettings
 from omx.errors import InvalidInput, OmxError
 
@@ -67,17 +69,18 @@ class HookResult:
     duration_ms: int = 0
     stdout_tail: str = ""
     stderr_tail: str = ""
+    cancelled: bool = False
 
     @property
     def ok(self) -> bool:
-        """True when the hook was not configured, or exited 0 within its timeout."""
-        return not self.ran or (self.exit_code == 0 and not self.timed_out)
+        """True when the hook was not configured, or exited 0 within its timeout and was not cancelled."""
+        return not self.ran or (self.exit_code == 0 and not self.timed_out and not self.cancelled)
 
     def describe(self) -> str:
         """One line for logs and errors: how it ended, plus the last line of stderr."""
         if not self.ran:
             return f"hook {self.name}: not configured"
-        how = "timed out" if self.timed_out else f"exited {self.exit_code}"
+        how = "was cancelled" if self.cancelled else "timed out" if self.timed_out else f"exited {self.exit_code}"
         last = self.stderr_tail.strip().splitlines()[-1:] or self.stdout_tail.strip().splitlines()[-1:]
         return f"hook {self.name} {how} after {self.duration_ms} ms" + (f": {last[0][:300]}" if last else "")
 
@@ -134,6 +137,7 @@ def run_hook(
     timeout_ms: int,
     *,
     kill_grace_s: float = KILL_GRACE_S,
+    cancel: threading.Event | None = None,
 ) -> HookResult:
     """Run one hook script with ``bash -c`` (``sh`` without bash) in ``workspace_path``.
 
@@ -141,6 +145,8 @@ def run_hook(
         env_facts: ``OMX_*`` variables for the script (names are checked; NUL bytes are dropped).
         facts_json: written as JSON to a private temporary file named by ``$OMX_HOOK_CONTEXT``.
         timeout_ms: after this the hook's whole process group is killed and ``timed_out`` is set.
+        cancel: when set (a shutdown), the hook's process group is killed at once; the result is
+            a failure with ``cancelled`` set.
 
     Returns a :class:`HookResult`; it never raises for the script's own failure.
     """
@@ -162,11 +168,13 @@ def run_hook(
         out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
         started = time.monotonic()
         with out_path.open("wb") as out, err_path.open("wb") as err:
-            exit_code, timed_out = _spawn_and_wait(
-                [shell, "-c", script, f"omx-hook-{name}"], workspace_path, env, out, err, timeout_ms, kill_grace_s
+            exit_code, timed_out, cancelled = _spawn_and_wait(
+                [shell, "-c", script, f"omx-hook-{name}"], workspace_path, env, out, err, timeout_ms, kill_grace_s,
+                cancel,
             )
         duration_ms = int((time.monotonic() - started) * 1000)
-        return HookResult(name, True, exit_code, timed_out, duration_ms, _tail(out_path), _tail(err_path))
+        return HookResult(name, True, exit_code, timed_out, duration_ms, _tail(out_path), _tail(err_path),
+                          cancelled=cancelled)
 
 
 class HookRunner:
@@ -180,7 +188,8 @@ class HookRunner:
         self.settings = settings
         self.log = logger or log
 
-    def run(self, name: HookName, workspace_path: Path, ctx: HookContext) -> HookResult:
+    def run(self, name: HookName, workspace_path: Path, ctx: HookContext,
+            cancel: threading.Event | None = None) -> HookResult:
         """Run hook ``name`` (camelCase, as in WORKFLOW.md) without applying any semantics."""
         script = {
             "afterCreate": self.settings.after_create,
@@ -188,50 +197,65 @@ class HookRunner:
             "afterRun": self.settings.after_run,
             "beforeRemove": self.settings.before_remove,
         }[name]
-        result = run_hook(name, script, workspace_path, ctx.env(), ctx.facts(), self.settings.timeout_ms)
+        result = run_hook(name, script, workspace_path, ctx.env(), ctx.facts(), self.settings.timeout_ms,
+                          cancel=cancel)
         if result.ran:
             self.log.log(logging.INFO if result.ok else logging.WARNING, "%s (%s)", result.describe(), workspace_path)
         return result
 
-    def after_create(self, workspace_path: Path, ctx: HookContext) -> HookResult:
+    def after_create(self, workspace_path: Path, ctx: HookContext, cancel: threading.Event | None = None) -> HookResult:
         """Run ``afterCreate``; raise :class:`HookFailed` so that the new workspace is abandoned."""
-        return self._must_pass("afterCreate", workspace_path, ctx)
+        return self._must_pass("afterCreate", workspace_path, ctx, cancel)
 
-    def before_run(self, workspace_path: Path, ctx: HookContext) -> HookResult:
+    def before_run(self, workspace_path: Path, ctx: HookContext, cancel: threading.Event | None = None) -> HookResult:
         """Run ``beforeRun``; raise :class:`HookFailed` so that the attempt fails."""
-        return self._must_pass("beforeRun", workspace_path, ctx)
+        return self._must_pass("beforeRun", workspace_path, ctx, cancel)
 
-    def after_run(self, workspace_path: Path, ctx: HookContext) -> HookResult:
+    def after_run(self, workspace_path: Path, ctx: HookContext, cancel: threading.Event | None = None) -> HookResult:
         """Run ``afterRun``; a failure is logged and ignored."""
-        return self.run("afterRun", workspace_path, ctx)
+        return self.run("afterRun", workspace_path, ctx, cancel)
 
-    def before_remove(self, workspace_path: Path, ctx: HookContext) -> HookResult:
+    def before_remove(self, workspace_path: Path, ctx: HookContext,
+                      cancel: threading.Event | None = None) -> HookResult:
         """Run ``beforeRemove``; a failure is logged and ignored (the workspace is removed anyway)."""
-        return self.run("beforeRemove", workspace_path, ctx)
+        return self.run("beforeRemove", workspace_path, ctx, cancel)
 
-    def _must_pass(self, name: HookName, workspace_path: Path, ctx: HookContext) -> HookResult:
-        result = self.run(name, workspace_path, ctx)
+    def _must_pass(self, name: HookName, workspace_path: Path, ctx: HookContext,
+                   cancel: threading.Event | None = None) -> HookResult:
+        result = self.run(name, workspace_path, ctx, cancel)
         if not result.ok:
             raise HookFailed(result.describe(), result)
         return result
 
 
 def _spawn_and_wait(
-    argv: list[str], cwd: Path, env: dict[str, str], out: Any, err: Any, timeout_ms: int, grace_s: float
-) -> tuple[int | None, bool]:
+    argv: list[str], cwd: Path, env: dict[str, str], out: Any, err: Any, timeout_ms: int, grace_s: float,
+    cancel: threading.Event | None = None,
+) -> tuple[int | None, bool, bool]:
+    """``(exit code, timed out, cancelled)``."""
     try:
-        # A new session makes the hook a process-group leader, so its children can be killed with it.
+        # A new session makes the hook a process-group leader, so its children can be killed with it;
+        # the parent-death signal stops it if the worker itself is killed.
         proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
     except OSError as exc:
         err.write(f"omx: cannot start hook in {cwd}: {exc}\n".encode())
-        return 127, False
+        return 127, False, False
+    deadline = time.monotonic() + timeout_ms / 1000
     try:
-        return proc.wait(timeout=timeout_ms / 1000), False
-    except subprocess.TimeoutExpired:
-        _kill_group(proc, grace_s)
-        return proc.returncode, True
+        while True:
+            step = max(0.0, min(0.1, deadline - time.monotonic()))
+            try:
+                return proc.wait(timeout=step), False, False
+            except subprocess.TimeoutExpired:
+                if cancel is not None and cancel.is_set():
+                    _kill_group(proc, min(grace_s, 1.0))
+                    return proc.returncode, False, True
+                if time.monotonic() >= deadline:
+                    _kill_group(proc, grace_s)
+                    return proc.returncode, True, False
     except BaseException:  # KeyboardInterrupt, a shutdown signal: leave nothing running
         _kill_group(proc, 0)
         raise

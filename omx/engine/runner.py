@@ -109,8 +109,11 @@ class Runner:
         try:
             try:
                 ctx = self._ctx(claimed, None)
+                def after_create(w: Workspace) -> object:
+                    return self.hooks.after_create(w.path, self._ctx(claimed, w), cancel)
+
                 ws = prepare_workspace(self.cfg.repo, self.settings.worktree, self.cfg.namespace, claimed.key,
-                                       on_create=lambda w: self.hooks.after_create(w.path, self._ctx(claimed, w)))
+                                       on_create=after_create)
                 ctx = self._ctx(claimed, ws)
             except OmxError as exc:
                 return self._report(claimed, Outcome("failed", error=f"workspace: {exc.message}"), lost)
@@ -142,7 +145,7 @@ class Runner:
             if cancel.is_set():
                 break
             try:
-                self.hooks.before_run(ws.path, ctx)
+                self.hooks.before_run(ws.path, ctx, cancel)
                 # A source's own ``session`` (the platform's) wins over the default None; passing it
                 # twice as a keyword was a TypeError for every platform session.
                 variables = {"session": None, **claimed.variables, "attempt": claimed.attempt + n - 1}

@@ -506,11 +506,9 @@ def test_untrusted_task_text_is_data_for_the_agent_and_hooks_only(rig: Rig) -> N
     assert not list(workspace.glob("out"))
 
 
-# --- known gaps, pinned (strict xfail: fixing them turns these red until the marker goes) --------------
+# --- once known gaps (hooks not cancellable; agents outliving a SIGKILLed worker), now fixed ------------
 
 
-@pytest.mark.xfail(strict=True, reason="hooks.run_hook cannot be cancelled: SIGTERM waits for a running "
-                                       "beforeRun/afterCreate hook (up to hooks.timeoutMs, 60 s by default)")
 def test_sigterm_during_a_long_hook_stops_the_worker_promptly(rig: Rig) -> None:
     write_workflow(rig, runtime={"kind": "command", "command": bash("echo ok")},
                    hooks={"beforeRun": 'echo $$ > "$WL_OUT/hook"; sleep 4', "timeoutMs": 60_000})
@@ -524,8 +522,6 @@ def test_sigterm_during_a_long_hook_stops_the_worker_promptly(rig: Rig) -> None:
     assert time.monotonic() - t0 < 2.0, "the worker waited for the hook to finish"
 
 
-@pytest.mark.xfail(strict=True, reason="the agent runs in its own session (runtimes/process.py) and nothing "
-                                       "ties it to the worker: SIGKILL of the worker leaves the agent running")
 def test_sigkill_of_the_worker_takes_its_agent_down_too(rig: Rig) -> None:
     write_workflow(rig, runtime={"kind": "command", "command": bash('echo $$ > "$WL_OUT/agent"; exec sleep 600')})
     rig.store.create_task(rig.team, "orphan maker")

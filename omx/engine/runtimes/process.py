@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from omx.engine.runtimes.lifeline import die_with_parent
+
 #: The longest stdout line kept whole; the rest of a longer line is dropped (and said so).
 MAX_LINE_BYTES = 16 * 1024 * 1024
 #: How much stderr is remembered (lines, and characters per line) for error messages.
@@ -87,6 +89,7 @@ class ChildProcess:
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # its own process group: one killpg reaches its children too
                 close_fds=True,
+                preexec_fn=die_with_parent(),  # and it dies with the worker, even by SIGKILL
             )
         except OSError as exc:
             raise SpawnError(f"cannot start {self.argv[0]!r}: {exc.strerror or exc}") from exc

@@ -1,0 +1,351 @@
+"""``omx worker ...``: the remote platform's private local worker.
+
+Each command parses, calls one function of :mod:`omx.platform`, and prints. ``--worker <id>`` picks
+the worker when several are configured here. Nothing from :mod:`omx.platform` (or httpx) is imported
+until a command runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from omx.errors import InvalidInput
+
+app = typer.Typer(help="A private local worker for the remote planning platform: claims its queued sessions and "
+                  "runs Codex on them in git worktrees.", no_args_is_help=True)
+worktrees_app = typer.Typer(help="List this worker's session worktrees, or remove them.", invoke_without_command=True)
+app.add_typer(worktrees_app, name="worktrees")
+
+_WORKER = typer.Option(None, "--worker", "-w", help="the worker id (needed when several are configured)")
+_JSON = typer.Option(False, "--json", help="print JSON")
+_URL = typer.Option(None, "--url", help="the platform URL (default: $OMX_PLATFORM_URL or config/platform.toml)")
+_POLL = typer.Option(None, "--poll-interval-ms", min=10, help="poll interval (default: WORKFLOW.md's "
+                     "polling.pollIntervalMs, 30000)")
+_LEASE = typer.Option(None, "--lease-ms", min=1_000, help="claim lease, renewed every third of it "
+                      "(default: $OMX_PLATFORM_LEASE_MS or 60000)")
+_VERBOSE = typer.Option(False, "--verbose", "-v", help="log every step to stderr")
+
+
+def _settings_options(
+    repo: Path | None, isolation: str | None, workflow: Path | None, max_runs: int | None, worktree_root: Path | None,
+    auto_start: bool | None, instructions: str | None,
+) -> dict[str, Any]:
+    if isolation is not None and isolation not in ("task", "branch"):
+        raise InvalidInput("--isolation must be task or branch")
+    if instructions is not None and instructions.startswith("@"):
+        instructions = Path(instructions[1:]).expanduser().read_text(encoding="utf-8")
+    return {"repo": repo, "isolation": isolation, "workflow": workflow, "max_concurrent_runs": max_runs,
+            "worktree_root": worktree_root, "auto_start": auto_start, "instructions": instructions}
+
+
+_ISOLATION = typer.Option(None, "--isolation", help="task: a git worktree per session (default) | branch: a branch "
+                          "per session in the repository itself")
+_WORKFLOW = typer.Option(None, "--workflow", help="WORKFLOW.md to use (a starter one is written if missing)")
+_MAX_RUNS = typer.Option(None, "--max-concurrent-runs", min=1, max=64, help="sessions run at once (default 1)")
+_ROOT = typer.Option(None, "--worktree-root", help="where session worktrees go (default: $OMX_HOME/worktrees)")
+_AUTO = typer.Option(None, "--auto-start/--no-auto-start", help="start the background worker right after saving")
+_INSTR = typer.Option(None, "--instructions", help="trusted extra instructions for every session (text or @file)")
+
+
+@app.command("create")
+def create(
+    name: str = typer.Option(..., "--name", help="the worker's name on the platform"),
+    repo: Path = typer.Option(Path("."), "--repo", help="the git repository sessions change"),
+    agent: str | None = typer.Option(None, "--agent", help="the platform agent it serves (default: the only one)"),
+    isolation: str | None = _ISOLATION, workflow: Path | None = _WORKFLOW, max_runs: int | None = _MAX_RUNS,
+    worktree_root: Path | None = _ROOT, auto_start: bool | None = _AUTO, instructions: str | None = _INSTR,
+    url: str | None = _URL, as_json: bool = _JSON,
+) -> None:
+    """Register a new worker on the platform and write its local settings."""
+    from omx.platform.config import load_platform_config
+    from omx.platform.manage import create_worker
+
+    opts = _settings_options(repo, isolation, workflow, max_runs, worktree_root, auto_start, instructions)
+    opts.pop("repo")
+    done = create_worker(load_platform_config(url=url), name=name, repo=repo, agent_id=agent, **opts)
+    _configured(done, as_json)
+
+
+@app.command("configure")
+def configure(
+    worker_id: str = typer.Argument(..., help="the id of a worker that exists on the platform"),
+    name: str | None = typer.Option(None, "--name"), repo: Path | None = typer.Option(None, "--repo"),
+    isolation: str | None = _ISOLATION, workflow: Path | None = _WORKFLOW, max_runs: int | None = _MAX_RUNS,
+    worktree_root: Path | None = _ROOT, auto_start: bool | None = _AUTO, instructions: str | None = _INSTR,
+    url: str | None = _URL, as_json: bool = _JSON,
+) -> None:
+    """Bind local settings to an existing platform worker (or change them) without registering a new one."""
+    from omx.platform.config import load_platform_config
+    from omx.platform.manage import configure_worker
+
+    opts = _settings_options(repo, isolation, workflow, max_runs, worktree_root, auto_start, instructions)
+    done = configure_worker(load_platform_config(url=url), worker_id, name=name, **opts)
+    _configured(done, as_json)
+
+
+def _configured(done: Any, as_json: bool) -> None:
+    s = done.settings
+    if as_json:
+        typer.echo(json.dumps({"settings": s.model_dump(mode="json"), "path": str(done.path),
+                               "wrote_workflow": done.wrote_workflow, "registered": done.registered}, indent=2))
+    else:
+        verb = "registered" if done.registered else "configured"
+        typer.echo(f"{verb} worker {s.name} ({s.id}) for agent {done.agent} in workspace {done.workspace}")
+        typer.echo(f"settings  {done.path}")
+        typer.echo(f"workflow  {s.workflow}{' (starter written)' if done.wrote_workflow else ''}")
+        typer.echo(f"repo      {s.repo} (isolation {s.isolation}, worktrees under {s.worktree_root})")
+    if s.auto_start:
+        from omx.platform import daemon
+
+        st = daemon.start(s.id)
+        typer.echo(f"started in the background (pid {st.pid}); logs: omx worker logs --worker {s.id}", err=as_json)
+    elif not as_json:
+        typer.echo(f"next: omx worker doctor --worker {s.id}; then omx worker watch (or start)")
+
+
+@app.command("list")
+def list_workers(as_json: bool = _JSON) -> None:
+    """The workers configured on this machine, and whether each runs in the background."""
+    from omx.platform import daemon
+    from omx.platform.config import list_worker_settings
+
+    good, bad = list_worker_settings()
+    rows = [{"id": s.id, "name": s.name, "repo": s.repo, "running": daemon.status(s.id).running} for s in good]
+    if as_json:
+        typer.echo(json.dumps({"workers": rows, "unreadable": [str(p) for p, _ in bad]}, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['id']}  {r['name']}  {r['repo']}  {'running' if r['running'] else 'stopped'}")
+    for path, problem in bad:
+        typer.echo(f"unreadable: {path}: {problem}")
+    if not rows and not bad:
+        typer.echo("no workers configured: omx worker create --name <name> --repo <folder>")
+
+
+@app.command("doctor")
+def doctor(worker: str | None = _WORKER, url: str | None = _URL, as_json: bool = _JSON) -> None:
+    """Check auth, workspace, registration, local settings, workflow, worktree root, Codex, stale configs."""
+    from omx.platform import doctor as doc
+    from omx.platform.config import pick_worker
+    from omx.platform.errors import PlatformConfigError
+
+    try:
+        settings = pick_worker(worker)
+    except PlatformConfigError:
+        if worker:
+            raise
+        settings = None
+    report = doc.run(settings, url=url)
+    if as_json:
+        typer.echo(json.dumps({"ok": report.ok, "checks": [c.to_dict() for c in report.checks]}, indent=2))
+    else:
+        for c in report.checks:
+            mark = "ok  " if c.ok else {"error": "FAIL", "warning": "warn", "info": "info"}[c.level]
+            typer.echo(f"[{mark}] {c.name}: {c.detail}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command("run")
+def run(
+    session_id: str = typer.Argument(..., help="the session to run"),
+    worker: str | None = _WORKER, lease_ms: int | None = _LEASE, url: str | None = _URL, verbose: bool = _VERBOSE,
+) -> None:
+    """Claim one known session, run it, and finish it (exit 0 when it completed)."""
+    from omx.platform.service import run_worker
+
+    settings = _pick(worker)
+    _logging(verbose)
+    out = run_worker(settings, only_session=session_id, say=_say(), lease_ms=_lease(lease_ms), url=url)
+    line = out.outcomes.get(session_id, out.report.reason)
+    typer.echo(f"{session_id}: {line}")
+    if out.report.completed != 1:
+        raise typer.Exit(1)
+
+
+@app.command("watch")
+def watch(
+    worker: str | None = _WORKER, poll_ms: int | None = _POLL, lease_ms: int | None = _LEASE,
+    max_sessions: int | None = typer.Option(None, "--max-sessions", min=1, help="stop after this many sessions"),
+    url: str | None = _URL, verbose: bool = _VERBOSE,
+    background: bool = typer.Option(False, "--background", hidden=True),
+) -> None:
+    """Poll the platform and run its sessions, with progress here; Ctrl-C releases the running session."""
+    from omx.platform.service import exclusive, run_worker
+
+    settings = _pick(worker)
+    _logging(verbose or background)
+    say = _say(dated=background)
+    with exclusive(settings.id):
+        say(f"watching as {settings.name} ({settings.id}) for {settings.repo}; Ctrl-C stops "
+            "(a running session is released, its worktree kept)")
+        out = run_worker(settings, say=say, poll_interval_ms=poll_ms, lease_ms=_lease(lease_ms),
+                         max_sessions=max_sessions, url=url)
+    r = out.report
+    say(f"stopped ({r.reason}): {r.completed} completed, {r.failed} failed, {r.released} released, {r.lost} lost")
+    if out.stopped_by:
+        raise typer.Exit(1)
+
+
+@app.command("start")
+def start(worker: str | None = _WORKER, poll_ms: int | None = _POLL, lease_ms: int | None = _LEASE) -> None:
+    """Run `watch` in the background (detached; pidfile and log under $OMX_HOME)."""
+    from omx.platform import daemon
+
+    settings = _pick(worker)
+    extra = [*(["--poll-interval-ms", str(poll_ms)] if poll_ms else []),
+             *(["--lease-ms", str(lease_ms)] if lease_ms else [])]
+    st = daemon.start(settings.id, extra_args=extra)
+    typer.echo(f"worker {settings.name} ({settings.id}) runs in the background (pid {st.pid}); "
+               f"log: {st.log}; stop it with `omx worker stop`")
+
+
+@app.command("status")
+def status(worker: str | None = _WORKER, as_json: bool = _JSON) -> None:
+    """Whether the background worker runs, what it is doing, and when the platform last answered."""
+    from omx.platform import daemon
+
+    settings = _pick(worker)
+    st = daemon.status(settings.id)
+    if as_json:
+        typer.echo(json.dumps({"worker_id": st.worker_id, "running": st.running, "pid": st.pid, "state": st.state,
+                               "log": str(st.log), "stale_pidfile": st.stale_pidfile}, indent=2))
+    else:
+        s = st.state or {}
+        if st.running:
+            cur = ", ".join(s.get("current") or []) or "nothing"
+            typer.echo(f"{settings.name} ({settings.id}): running, pid {st.pid}, {s.get('state', '?')} — running "
+                       f"{cur}; {s.get('completed', 0)} completed, {s.get('failed', 0)} failed, "
+                       f"{s.get('released', 0)} released; platform last answered {s.get('last_platform_ok_at')}")
+            if s.get("last_error"):
+                typer.echo(f"last error: {s['last_error']}")
+        else:
+            typer.echo(f"{settings.name} ({settings.id}): not running"
+                       + (f" (last: {s.get('state')} at {s.get('updated_at')})" if s else ""))
+        typer.echo(f"log: {st.log}")
+    if not st.running:
+        raise typer.Exit(1)
+
+
+@app.command("logs")
+def logs(
+    worker: str | None = _WORKER, follow: bool = typer.Option(False, "--follow", "-f", help="keep printing"),
+    lines: int = typer.Option(50, "--lines", "-n", min=0),
+) -> None:
+    """Print the background worker's log (-f: follow it until Ctrl-C)."""
+    from omx.platform import daemon
+
+    settings = _pick(worker)
+    path = daemon.log_path(settings.id)
+    if not follow:
+        text = daemon.tail(path, lines)
+        if text:
+            typer.echo(text)
+        return
+    try:
+        for line in daemon.follow(path, lines=lines):
+            typer.echo(line)
+    except KeyboardInterrupt:
+        return
+
+
+@app.command("stop")
+def stop(
+    worker: str | None = _WORKER,
+    timeout: float = typer.Option(30.0, "--timeout", help="seconds to wait before killing it"),
+) -> None:
+    """Stop the background worker gracefully (the running session is released); exit 1 if it had to be killed."""
+    from omx.platform import daemon
+
+    settings = _pick(worker)
+    graceful = daemon.stop(settings.id, timeout_s=timeout, say=typer.echo)
+    if not graceful:
+        raise typer.Exit(1)
+    typer.echo(f"stopped worker {settings.name} ({settings.id})")
+
+
+@worktrees_app.callback()
+def worktrees(ctx: typer.Context, worker: str | None = _WORKER, as_json: bool = _JSON) -> None:
+    """The worker's session worktrees (kept after each run; `remove` deletes them)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from omx.platform.manage import worker_worktrees
+    from omx.platform.runstate import running_sessions
+
+    settings = _pick(worker)
+    found = worker_worktrees(settings)
+    running = running_sessions(settings.id)
+    rows = [{"session": w.key.removeprefix("session-"), "path": str(w.path), "branch": w.branch,
+             "running": w.key.removeprefix("session-") in running} for w in found]
+    if as_json:
+        typer.echo(json.dumps({"worktrees": rows}, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{r['session']}  {r['branch'] or '-'}  {r['path']}{'  (running)' if r['running'] else ''}")
+    if not rows:
+        typer.echo("no session worktrees")
+
+
+@worktrees_app.command("remove")
+def worktrees_remove(
+    session_id: str | None = typer.Argument(None, help="the session whose worktree to remove"),
+    all_: bool = typer.Option(False, "--all", help="remove every session worktree of this worker"),
+    force: bool = typer.Option(False, "--force", help="even the worktree of a session running now"),
+    delete_branch: bool = typer.Option(False, "--delete-branch", help="also delete the session's branch"),
+    worker: str | None = _WORKER,
+) -> None:
+    """Remove a session's worktree (its branch, with the committed work, is kept unless --delete-branch)."""
+    from omx.platform.manage import remove_worktrees
+
+    if (session_id is None) == (not all_):
+        raise InvalidInput("name a session, or pass --all")
+    settings = _pick(worker)
+    removed, skipped = remove_worktrees(settings, session_id, all_=all_, force=force, delete_branch=delete_branch)
+    for w in removed:
+        typer.echo(f"removed {w.path}")
+    for line in skipped:
+        typer.echo(f"kept {line}")
+    if all_ and not removed and not skipped:
+        typer.echo("no session worktrees")
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _pick(worker: str | None) -> Any:
+    from omx.platform.config import pick_worker
+
+    return pick_worker(worker)
+
+
+def _lease(lease_ms: int | None) -> int:
+    if lease_ms is not None:
+        return lease_ms
+    env = os.environ.get("OMX_PLATFORM_LEASE_MS", "")
+    return max(1_000, int(env)) if env.isdigit() else 60_000
+
+
+def _logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _say(*, dated: bool = False) -> Callable[[str], None]:
+    """Progress lines for a person: timestamped, with the platform's text made safe for a terminal."""
+    from omx.platform.client import clean
+
+    fmt = "%Y-%m-%d %H:%M:%S" if dated else "%H:%M:%S"
+
+    def say(line: str) -> None:
+        text = "\n    ".join(clean(part, 2000) for part in line.splitlines() or [""])
+        typer.echo(f"{time.strftime(fmt)} {text}")
+
+    return say

@@ -30,6 +30,13 @@ def _register() -> None:
     app.command("doctor")(team.doctor)
     app.command("setup")(team.setup)
     app.command("swarm")(team.swarm)
+
+    @app.command("demo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def demo(ctx: typer.Context) -> None:
+        """Run a real team of Codex workers on a generated sample repo (offline demo model without an account)."""
+        from omx.demo.main import main
+
+        raise typer.Exit(main(list(ctx.args)))
     # Engine / leader / platform command groups register here as they land.
     for modname, group in (("omx.cli.workflow", "workflow"), ("omx.cli.worker", "worker"), ("omx.cli.auth", "auth")):
         try:

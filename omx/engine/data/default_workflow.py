@@ -32,7 +32,7 @@ worktree:
 runtime:
   # kind: codex-app-server        # codex-app-server | codex-exec | command
   # command: [codex, app-server]  # argv; never run through a shell
-  # approvalPolicy: never         # untrusted | on-request | on-failure | never
+  # approvalPolicy: never         # untrusted | on-request | never
   # sandbox: workspace-write      # read-only | workspace-write | danger-full-access
   # model: null                   # the runtime's default model
   # turnTimeoutMs: 3600000        # a turn longer than this is interrupted

@@ -5,7 +5,7 @@ each just a loop of `omx team api` calls, as a Codex session following the $work
 ACK the leader, claim tasks, do the work (write a file in the sample repo), renew, and complete.
 The leader follows the event log until the team drains, then prints the status table.
 
-Run: ./scripts/demo   (sets up first). Options: --workers N, --keep (keep the sample repo).
+Run: .venv/bin/python scripts/api_demo.py [--workers N] [--keep]
 """
 
 from __future__ import annotations

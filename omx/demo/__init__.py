@@ -1,0 +1,1 @@
+"""``omx demo``: a real team of Codex workers on a generated sample repository."""

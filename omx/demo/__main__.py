@@ -1,0 +1,5 @@
+import sys
+
+from omx.demo.main import main
+
+sys.exit(main())

@@ -1,0 +1,33 @@
+"""The README's main job: `omx demo` runs a real team of Codex workers end to end, offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.engine.conftest import find_codex_binary
+
+OMX = str(Path(sys.executable).parent / "omx")
+
+
+def test_omx_demo_offline(tmp_path: Path) -> None:
+    codex = find_codex_binary()
+    if codex is None:
+        pytest.skip("no Codex binary (run ./scripts/setup)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMX_", "OPENAI_", "CODEX_"))}
+    env["PATH"] = f"{codex.parent}{os.pathsep}{env['PATH']}"
+    env["CODEX_HOME"] = str(tmp_path / "no-account")  # no auth.json: the offline demo model is used
+    env["TMPDIR"] = str(tmp_path)
+    r = subprocess.run([OMX, "demo", "--workers", "3"], capture_output=True, text=True, timeout=300, env=env,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert "OFFLINE DEMO MODEL (scripted answers on 127.0.0.1, not an AI)" in out
+    assert "(codex planner)" in out
+    assert "4/4 tasks completed by 3 workers" in out
+    assert out.count(": clean") == 4  # every task branch merges cleanly into main
+    assert not list(tmp_path.glob("omx-demo-*")), "the demo cleans up after itself unless --keep"

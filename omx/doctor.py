@@ -89,6 +89,16 @@ def check_state(root: Path, report: Report, *, fix: bool = False) -> None:
         stale = summary["stale_workers"]
         report.add(f"team {team}: workers", not stale, "no stale workers" if not stale else
                    f"stale (no heartbeat for 3 leases, or dead pid): {', '.join(stale)}", level="warning")
+        drift = store.index_drift(team)
+        if drift["missing"]:
+            report.add(f"team {team}: index", fix, "markers missing (tasks hidden from claim-next): "
+                       + ", ".join(drift["missing"][:20]) + ("" if fix else " — run omx doctor --fix"),
+                       level="error" if not fix else "info")
+        elif drift["extra"]:
+            report.add(f"team {team}: index", True, f"{len(drift['extra'])} stale markers (readers remove them)",
+                       level="info")
+        else:
+            report.add(f"team {team}: index", True, "consistent with the task files")
         temps = [str(x) for x in p.dir.rglob(".*.tmp")]
         report.add(f"team {team}: temp files", not temps, "none" if not temps else
                    "left by a crash mid-write (safe to delete): " + ", ".join(temps), level="warning")

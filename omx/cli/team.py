@@ -78,6 +78,21 @@ def status(
         cursor = store.await_event(name, cursor=cursor or store.read_events(name).cursor, timeout_ms=2_000).cursor
 
 
+def humanize_ms(ms: int) -> str:
+    """``1500`` → ``1.5s``, ``125000`` → ``2m 5s``, ``90000000`` → ``1d 1h``."""
+    s = ms / 1000
+    if s < 60:
+        return f"{s:.1f}s"
+    m, s = divmod(int(s), 60)
+    if m < 60:
+        return f"{m}m {s}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h {m}m"
+    d, h = divmod(h, 24)
+    return f"{d}d {h}h"
+
+
 def render_status(summary: dict[str, Any], listing: Any) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -88,7 +103,7 @@ def render_status(summary: dict[str, Any], listing: Any) -> None:
     con.print("  ".join(f"{k}: {v}" for k, v in c.items()) + f"  (total {summary['total']})")
     wt = Table("worker", "state", "task", "heartbeat", "turns", title="workers", title_justify="left")
     for w in summary["workers"]:
-        age = "—" if w["heartbeat_age_ms"] is None else f"{w['heartbeat_age_ms'] / 1000:.1f}s ago"
+        age = "—" if w["heartbeat_age_ms"] is None else humanize_ms(w["heartbeat_age_ms"]) + " ago"
         state = f"[red]{w['state']} (stale)[/red]" if w["stale"] else w["state"]
         wt.add_row(w["name"], state, w["current_task_id"] or "—", age, str(w["turn_count"]))
     con.print(wt)

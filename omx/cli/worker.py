@@ -134,15 +134,10 @@ def list_workers(as_json: bool = _JSON) -> None:
 def doctor(worker: str | None = _WORKER, url: str | None = _URL, as_json: bool = _JSON) -> None:
     """Check auth, workspace, registration, local settings, workflow, worktree root, Codex, stale configs."""
     from omx.platform import doctor as doc
-    from omx.platform.config import pick_worker
-    from omx.platform.errors import PlatformConfigError
+    from omx.platform.config import list_worker_settings, pick_worker
 
-    try:
-        settings = pick_worker(worker)
-    except PlatformConfigError:
-        if worker:
-            raise
-        settings = None
+    # With no worker configured yet, check what can be checked (platform, login, workspace).
+    settings = pick_worker(worker) if worker or list_worker_settings()[0] else None
     report = doc.run(settings, url=url)
     if as_json:
         typer.echo(json.dumps({"ok": report.ok, "checks": [c.to_dict() for c in report.checks]}, indent=2))
@@ -160,11 +155,12 @@ def run(
     worker: str | None = _WORKER, lease_ms: int | None = _LEASE, url: str | None = _URL, verbose: bool = _VERBOSE,
 ) -> None:
     """Claim one known session, run it, and finish it (exit 0 when it completed)."""
-    from omx.platform.service import run_worker
+    from omx.platform.service import exclusive, run_worker
 
     settings = _pick(worker)
     _logging(verbose)
-    out = run_worker(settings, only_session=session_id, say=_say(), lease_ms=_lease(lease_ms), url=url)
+    with exclusive(settings.id):
+        out = run_worker(settings, only_session=session_id, say=_say(), lease_ms=_lease(lease_ms), url=url)
     line = out.outcomes.get(session_id, out.report.reason)
     typer.echo(f"{session_id}: {line}")
     if out.report.completed != 1:
@@ -182,11 +178,9 @@ def watch(
     from omx.platform.service import exclusive, run_worker
 
     settings = _pick(worker)
-    _logging(verbose or background)
+    _logging(verbose or background, requests=verbose)
     say = _say(dated=background)
     with exclusive(settings.id):
-        say(f"watching as {settings.name} ({settings.id}) for {settings.repo}; Ctrl-C stops "
-            "(a running session is released, its worktree kept)")
         out = run_worker(settings, say=say, poll_interval_ms=poll_ms, lease_ms=_lease(lease_ms),
                          max_sessions=max_sessions, url=url)
     r = out.report
@@ -333,9 +327,11 @@ def _lease(lease_ms: int | None) -> int:
     return max(1_000, int(env)) if env.isdigit() else 60_000
 
 
-def _logging(verbose: bool) -> None:
+def _logging(verbose: bool, *, requests: bool = True) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if not requests:  # a background worker's log: not a line per poll and heartbeat
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _say(*, dated: bool = False) -> Callable[[str], None]:

@@ -164,6 +164,8 @@ class Worker:
         t = threading.Thread(target=body, name=f"run-{claimed.key}", daemon=True)
         with self._lock:
             self._active[t] = cancel
+        if self.interrupt.is_set():  # a signal between the check above and here found no event to set
+            cancel.set()
         t.start()
 
     def _wait_any(self, timeout: float = 0.2) -> None:

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from omx.platform.client import PlatformClient, api_key_message, clean
+from omx.platform.client import QUICK, PlatformClient, api_key_message, clean
 from omx.platform.config import PlatformConfig, home
 from omx.platform.errors import ApiKeyRefused, PlatformAuthError, PlatformError
 from omx.platform.models import DeviceCode, TokenGrant
@@ -266,8 +266,11 @@ def auth_status(cfg: PlatformConfig, *, verify: bool = True) -> dict[str, Any]:
                else round(tokens.expires_at - now), refreshable=bool(tokens.refresh_token), user=tokens.user)
     if verify and not cfg.api_key:
         try:
-            with worker_client(cfg) as api:
+            with worker_client(cfg, retry=QUICK) as api:
                 me = api.me()
+            current = read_tokens(path)  # it may have been refreshed on the way
+            if current is not None and current.expires_at is not None:
+                out.update(expires_at=current.expires_at, expires_in_s=round(current.expires_at - time.time()))
             out["user"] = {"id": me.id, "name": me.name, "email": me.email, "workspace": me.workspace.name}
             out["verified"] = True
         except PlatformError as exc:

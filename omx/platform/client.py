@@ -32,8 +32,10 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote
+
+from pydantic import BaseModel, ValidationError
 
 from omx.errors import InvalidInput
 from omx.platform import errors as E
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     import httpx
 
 log = logging.getLogger("omx.platform")
+M = TypeVar("M", bound=BaseModel)
 
 API = "/api/v1"
 #: Every route the worker uses: name -> (method, path template). Worker operations are marked ``*``
@@ -155,29 +158,29 @@ class PlatformClient:
 
     def me(self) -> User:
         """Who the token belongs to, and their workspace."""
-        return User.model_validate(self._call("me"))
+        return _parse(User, self._call("me"))
 
     def list_agents(self) -> list[Agent]:
-        return [Agent.model_validate(a) for a in self._call("list_agents").get("agents", [])]
+        return _parse_list(Agent, self._call("list_agents"), "agents")
 
     # --- workers (worker operations) ------------------------------------------------------------
 
     def list_workers(self) -> list[Worker]:
         """This user's workers (never anyone else's)."""
-        return [Worker.model_validate(w) for w in self._call("list_workers").get("workers", [])]
+        return _parse_list(Worker, self._call("list_workers"), "workers")
 
     def register_worker(self, name: str, agent_id: str, *, host: str, max_concurrent_runs: int) -> Worker:
         body = {"name": name, "agent_id": agent_id, "host": host, "max_concurrent_runs": max_concurrent_runs,
                 "client": "omx"}
-        return Worker.model_validate(self._call("register_worker", json=body)["worker"])
+        return _parse(Worker, self._call("register_worker", json=body), "worker")
 
     def get_worker(self, worker_id: str) -> Worker:
-        return Worker.model_validate(self._call("get_worker", worker_id=worker_id)["worker"])
+        return _parse(Worker, self._call("get_worker", worker_id=worker_id), "worker")
 
     def heartbeat(self, worker_id: str, status: str, sessions: list[str], *,
                   retry: RetryPolicy | None = None) -> Heartbeat:
         body = {"status": status, "current_session_ids": sessions}
-        return Heartbeat.model_validate(self._call("heartbeat", worker_id=worker_id, json=body, retry=retry))
+        return _parse(Heartbeat, self._call("heartbeat", worker_id=worker_id, json=body, retry=retry))
 
     # --- sessions and claims (worker operations) ------------------------------------------------
 
@@ -186,21 +189,21 @@ class PlatformClient:
         """Queued sessions this worker may claim: unpinned, or pinned to it; oldest first."""
         params = {"state": "queued", "worker_id": _id(worker_id, "worker id"), "limit": str(limit)}
         data = self._call("list_sessions", params=params, cancel=cancel, retry=retry)
-        return [Session.model_validate(s) for s in data.get("sessions", [])]
+        return _parse_list(Session, data, "sessions")
 
     def get_session(self, session_id: str) -> Session:
-        return Session.model_validate(self._call("get_session", session_id=session_id)["session"])
+        return _parse(Session, self._call("get_session", session_id=session_id), "session")
 
     def claim_session(self, session_id: str, worker_id: str, *, lease_ms: int,
                       retry: RetryPolicy | None = None) -> ClaimGrant:
         """Claim a session; :class:`SessionClaimConflict` / :class:`SessionPinned` when it is not ours."""
         body = {"worker_id": _id(worker_id, "worker id"), "lease_ms": lease_ms}
-        return ClaimGrant.model_validate(self._call("claim_session", session_id=session_id, json=body, retry=retry))
+        return _parse(ClaimGrant, self._call("claim_session", session_id=session_id, json=body, retry=retry))
 
     def renew_claim(self, claim_id: str, *, lease_ms: int, retry: RetryPolicy | None = None) -> Claim:
         """Extend the lease; :class:`ClaimLost` when it expired, was released or was cancelled."""
         data = self._call("renew_claim", claim_id=claim_id, json={"lease_ms": lease_ms}, retry=retry)
-        return Claim.model_validate(data["claim"])
+        return _parse(Claim, data, "claim")
 
     def post_activity(self, claim_id: str, kind: str, body: str, data: dict[str, Any] | None = None, *,
                       retry: RetryPolicy | None = None) -> None:
@@ -211,16 +214,16 @@ class PlatformClient:
                        retry: RetryPolicy | None = None) -> Session:
         data = self._call("complete_claim", claim_id=claim_id, json={"summary": summary, "result": result},
                           retry=retry)
-        return Session.model_validate(data["session"])
+        return _parse(Session, data, "session")
 
     def fail_claim(self, claim_id: str, error: str, result: dict[str, Any], *,
                    retry: RetryPolicy | None = None) -> Session:
         data = self._call("fail_claim", claim_id=claim_id, json={"error": error, "result": result}, retry=retry)
-        return Session.model_validate(data["session"])
+        return _parse(Session, data, "session")
 
     def release_claim(self, claim_id: str, reason: str, *, retry: RetryPolicy | None = None) -> Session:
         data = self._call("release_claim", claim_id=claim_id, json={"reason": reason}, retry=retry)
-        return Session.model_validate(data["session"])
+        return _parse(Session, data, "session")
 
     # --- OAuth (RFC 8628 device flow, RFC 6749 refresh, RFC 7009 revocation) --------------------
 
@@ -229,7 +232,7 @@ class PlatformClient:
         status, body = self._oauth("device_authorization", {"client_id": client_id, "scope": scope})
         if status != 200:
             raise _oauth_error(status, body, "device authorization")
-        return DeviceCode.model_validate(body)
+        return _parse(DeviceCode, body)
 
     def token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         """POST the token endpoint; return (status, JSON body) — the caller reads OAuth's error codes."""
@@ -361,6 +364,22 @@ def _oauth_error(status: int, body: dict[str, Any], what: str) -> E.PlatformErro
     code = clean(body.get("error") or f"HTTP {status}", 60)
     desc = clean(body.get("error_description") or "")
     return E.PlatformAuthError(f"{what} failed: {code}{': ' + desc if desc else ''}", platform_code=code)
+
+
+def _parse(cls: type[M], data: dict[str, Any], key: str | None = None) -> M:
+    """``data`` (or ``data[key]``) as a ``cls``; an answer that does not fit the protocol is a PlatformError."""
+    try:
+        return cls.model_validate(data[key] if key else data)
+    except (ValidationError, KeyError, TypeError) as exc:
+        raise E.PlatformError(f"the platform's answer does not match the protocol ({cls.__name__}): "
+                              f"{clean(exc, 200)}") from None
+
+
+def _parse_list(cls: type[M], data: dict[str, Any], key: str) -> list[M]:
+    items = data.get(key)
+    if not isinstance(items, list):
+        raise E.PlatformError(f"the platform's answer has no list {key!r}")
+    return [_parse(cls, {"item": item}, "item") for item in items]
 
 
 def _json(resp: httpx.Response) -> dict[str, Any]:

@@ -149,6 +149,7 @@ def save_platform_config(updates: dict[str, Any]) -> Path:
             data[k] = v
     path.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(path, dumps(data, comment="omx platform settings (written by `omx auth login`)").encode())
+    os.chmod(path, 0o600)
     return path
 
 

@@ -24,6 +24,8 @@ from omx.errors import OmxError, Refused
 from omx.platform.config import logs_dir
 from omx.platform.runstate import pid_alive, pid_path, read_pid, read_state
 
+MAX_LOG_BYTES = 10 * 1024 * 1024
+
 
 def log_path(worker_id: str) -> Path:
     return logs_dir() / f"worker-{worker_id}.log"
@@ -71,6 +73,8 @@ def start(worker_id: str, *, extra_args: list[str] | None = None, wait_s: float 
         pid_path(worker_id).unlink(missing_ok=True)
     log = log_path(worker_id)
     log.parent.mkdir(parents=True, exist_ok=True)
+    if log.exists() and log.stat().st_size > MAX_LOG_BYTES:  # one old log is kept, as <log>.1
+        os.replace(log, log.with_name(log.name + ".1"))
     argv = [sys.executable, "-m", "omx", "worker", "watch", "--worker", worker_id, "--background",
             *(extra_args or [])]
     with open(os.devnull, "rb") as devnull, log.open("ab") as out:

@@ -17,7 +17,7 @@ from omx.engine.workflow import WorkflowError
 from omx.engine.workspaces import worktree_root
 from omx.errors import OmxError
 from omx.platform.auth import auth_path, read_tokens, require_user_token, worker_client
-from omx.platform.client import PlatformClient
+from omx.platform.client import QUICK, PlatformClient
 from omx.platform.config import PlatformConfig, WorkerSettings, list_worker_settings, load_platform_config
 from omx.platform.errors import PlatformError, PlatformNotFound
 from omx.platform.service import load_worker_workflow, platform_for
@@ -61,7 +61,7 @@ def _check_auth(report: Report, cfg: PlatformConfig) -> PlatformClient | None:
     report.add("auth", True, f"OAuth user token in {auth_path(cfg)} (mode 0600)"
                + ("" if tokens.refresh_token else "; no refresh token: log in again when it expires"))
     try:
-        return worker_client(cfg)
+        return worker_client(cfg, retry=QUICK)  # a doctor that waits a minute for a dead platform helps no one
     except OmxError as exc:
         report.add("auth", False, exc.message)
         return None

@@ -19,10 +19,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 #: What an id from the platform may look like (also checked before an id goes into a URL path).
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
-SessionState = Literal["queued", "pending", "active", "awaiting_input", "complete", "error", "stale", "cancelled"]
 SESSION_STATES: tuple[str, ...] = ("queued", "pending", "active", "awaiting_input", "complete", "error", "stale",
                                    "cancelled")
-ActivityKind = Literal["progress", "plan", "external_url", "completion", "failure", "policy"]
 ACTIVITY_KINDS: tuple[str, ...] = ("progress", "plan", "external_url", "completion", "failure", "policy")
 
 
@@ -99,7 +97,7 @@ class Session(_Record):
     """Queued work for an agent; see the module docstring for which fields are trusted."""
 
     id: PlatformId
-    state: SessionState
+    state: str  # one of SESSION_STATES; a state added by the platform later must not break the listing
     agent_id: str = ""
     workspace_id: str = ""
     title: str = ""

@@ -101,6 +101,12 @@ class PlatformSource:
             self.state.update(last_platform_ok_at=_now_iso())
         except PlatformUnavailable as exc:
             self.say(f"the platform is not answering yet ({exc.message}); will keep trying")
+        except PlatformNotFound:
+            raise PlatformNotFound(f"worker {self.worker_id} does not exist on the platform for this user (deleted, "
+                                   "or registered by someone else): `omx worker create` registers a new one") from None
+        if self.only_session is None:
+            self.say(f"watching as {self.settings.name} ({self.worker_id}) for {self.settings.repo}, polling every "
+                     f"{self.poll_s:g}s; Ctrl-C stops (a running session is released, its worktree kept)")
 
     def heartbeat(self, state: str, current: str | None = None, turns: int = 0) -> None:
         with self._lock:

@@ -248,6 +248,26 @@ class StoreBase:
             out.add((p.claimed, marker))
         return out
 
+    def index_drift(self, team: str) -> dict[str, list[str]]:
+        """Markers that are ``missing`` or ``extra`` against the task files, without changing anything.
+
+        Extra markers heal by themselves as readers meet them; a missing one hides a task until
+        :meth:`rebuild_index` (``omx doctor --fix``) runs. A team that is busy may show passing drift.
+        """
+        p = self.paths(team)
+        want: set[tuple[Path, str]] = set()
+        for tid in self.list_task_ids(p):
+            try:
+                want |= self._desired_markers(p, self._load_task(p, tid))
+            except (CorruptState, TaskNotFound):
+                continue
+        have = {(d, n) for d in (p.ready, p.waiting, p.claimed) for n in os.listdir(d)}
+
+        def fmt(pairs: set[tuple[Path, str]]) -> list[str]:
+            return sorted(f"{d.name}/{n}" for d, n in pairs)
+
+        return {"missing": fmt(want - have), "extra": fmt(have - want)}
+
     def rebuild_index(self, team: str) -> dict[str, int]:
         """Rebuild every marker from the task files (the truth); safe while workers run.
 

@@ -61,7 +61,8 @@ class TaskOps(StoreBase):
         if not isinstance(lease_ms, int) or lease_ms < 1:
             raise InvalidInput("lease_ms must be a positive integer", field="lease_ms")
         p.dir.parent.mkdir(parents=True, exist_ok=True)
-        atomic.ignore_in_git(self.root.parent if self.root.parent.name == ".omx" else self.root)
+        if self.root.parent.name == ".omx":  # the default <repo>/.omx/state: keep it out of `git status`
+            atomic.ignore_in_git(self.root.parent)
         try:
             p.dir.mkdir()
         except FileExistsError:

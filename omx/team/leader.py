@@ -303,7 +303,7 @@ class Progress:
         wt = Table("worker", "state", "task", "heartbeat", "turns", title=f"team {self.team} — {head}",
                    title_justify="left")
         for w in summary["workers"]:
-            age = "—" if w["heartbeat_age_ms"] is None else f"{w['heartbeat_age_ms'] / 1000:.1f}s"
+            age = "—" if w["heartbeat_age_ms"] is None else f"{w['heartbeat_age_ms'] / 1000:.1f}s"  # live: seconds
             wt.add_row(w["name"], w["state"] + (" (stale)" if w["stale"] else ""), w["current_task_id"] or "—",
                        age, str(w["turn_count"]))
         return Group(wt)

@@ -40,6 +40,7 @@ from omx.engine.runtimes.base import (
     empty_tokens,
 )
 from omx.engine.runtimes.codex_common import find_codex, item_event, message_text, parse_json_line, tokens_from
+from omx.engine.runtimes.exec import KEEP_PATH
 from omx.engine.runtimes.process import ChildProcess, Output, SpawnError, Watchdog
 
 #: JSON-RPC "method not found", our answer to server requests omx does not handle.
@@ -139,7 +140,7 @@ class _Session:
             codex = find_codex(self.req.env)
             if codex is None:
                 return "failed", "codex not found on the agent's PATH; install it or set runtime.command"
-            argv = [codex, "app-server"]
+            argv = [codex, "app-server", *KEEP_PATH]
         try:
             self.child = ChildProcess(argv, cwd=self.req.cwd, env=self.req.env)
         except SpawnError as exc:

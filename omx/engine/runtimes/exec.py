@@ -41,12 +41,16 @@ from omx.engine.runtimes.codex_common import (
 )
 from omx.engine.runtimes.process import ChildProcess, Output, SpawnError, Watchdog, drive
 
+#: Codex runs shell commands in a login shell by default, and a distribution's /etc/profile resets
+#: PATH: the agent would lose the worker's PATH (the venv's ``omx``, the project's tools).
+KEEP_PATH = ["-c", "allow_login_shell=false"]
+
 
 def exec_argv(prefix: list[str], req: RunRequest) -> list[str]:
     """The full argv for ``codex exec`` after ``prefix`` (no prompt in it: that goes to stdin)."""
     settings = req.settings
     argv = [*prefix, "--json", "--skip-git-repo-check", "--sandbox", settings.sandbox]
-    argv += ["-c", f"approval_policy={toml_value(settings.approval_policy)}"]
+    argv += ["-c", f"approval_policy={toml_value(settings.approval_policy)}", *KEEP_PATH]
     if settings.model:
         argv += ["-m", settings.model]
     if req.developer_instructions:

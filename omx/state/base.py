@@ -88,6 +88,7 @@ class StoreBase:
         self.clock = clock
         self.host = socket.gethostname()
         self.host_tag = host_tag(self.host)
+        self._config_cache: dict[str, tuple[tuple[int, int, int], TeamConfig]] = {}
 
     # --- teams ------------------------------------------------------------------------------
 
@@ -104,6 +105,18 @@ class StoreBase:
         return self._load_config(p)
 
     def _load_config(self, p: TeamPaths) -> TeamConfig:
+        # config.json changes rarely (team creation, each create-task): reuse the parsed copy while
+        # the file's identity (inode, size, mtime) is unchanged — a stat instead of read + parse.
+        st = os.stat(p.config)
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        cached = self._config_cache.get(p.team)
+        if cached is not None and cached[0] == key:
+            return cached[1].replace()
+        cfg = self._parse_config(p)
+        self._config_cache[p.team] = (key, cfg)
+        return cfg.replace()
+
+    def _parse_config(self, p: TeamPaths) -> TeamConfig:
         data = atomic.read_json(p.config)
         try:
             cfg: TeamConfig = TeamConfig.from_dict(data)

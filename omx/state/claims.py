@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,7 +157,7 @@ class ClaimOps(TaskOps):
         self.require_member(cfg, worker)
         now_ms, _ = self.now()
         busy: list[Candidate] = []
-        for cand in self._abandoned(p, now_ms) + self._ready_candidates(p):
+        for cand in itertools.chain(self._abandoned(p, now_ms), self._ready_candidates(p)):
             d, _, tid = cand
             if d == p.ready:
                 look = self._looks_claimable(p, tid, worker)
@@ -209,14 +211,14 @@ class ClaimOps(TaskOps):
             return "check"
         return "yes" if raw.get("owner") in (None, worker) else "no"
 
-    def _ready_candidates(self, p: TeamPaths) -> list[Candidate]:
-        out = []
-        for name in sorted(os.listdir(p.ready)):
+    def _ready_candidates(self, p: TeamPaths) -> Iterator[Candidate]:
+        # Lazy: a claim usually takes the first candidate, so only one marker name is parsed.
+        ready = p.ready
+        for name in sorted(os.listdir(ready)):
             try:
-                out.append((p.ready, name, key_task_id(name)))
+                yield ready, name, key_task_id(name)
             except ValueError:
                 continue
-        return out
 
     def _holder_check(self, p: TeamPaths, tid: str, worker: str, token: str, now_ms: int) -> Task:
         """The task, if ``worker`` holds it with ``token`` and the lease is live; else a refusal."""

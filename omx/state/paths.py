@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from omx.state import names
@@ -32,44 +33,44 @@ class TeamPaths:
     def of(cls, root: Path, team: str) -> TeamPaths:
         return cls(Path(root), names.team_name(team))
 
-    @property
+    @cached_property
     def dir(self) -> Path:
         return self.root / "team" / self.team
 
-    @property
+    @cached_property
     def config(self) -> Path:
         return self.dir / "config.json"
 
-    @property
+    @cached_property
     def tasks(self) -> Path:
         return self.dir / "tasks"
 
     def task(self, task_id: str) -> Path:
         return self.tasks / f"task-{task_id}.json"
 
-    @property
+    @cached_property
     def ready(self) -> Path:
         """Marker index of claimable tasks: one empty file per task, named by its sort key."""
         return self.dir / "index" / "ready"
 
-    @property
+    @cached_property
     def waiting(self) -> Path:
         """Marker index of pending tasks whose dependencies are not all completed."""
         return self.dir / "index" / "waiting"
 
-    @property
+    @cached_property
     def claimed(self) -> Path:
         """Marker index of in-progress tasks, named ``<id>~<leased_until_ms>~<pid>~<host8>``."""
         return self.dir / "index" / "claimed"
 
-    @property
+    @cached_property
     def locks(self) -> Path:
         return self.dir / "locks"
 
     def task_lock(self, task_id: str) -> Path:
         return self.locks / f"task-{task_id}.lock"
 
-    @property
+    @cached_property
     def team_lock(self) -> Path:
         return self.locks / "team.lock"
 
@@ -79,11 +80,11 @@ class TeamPaths:
     def mailbox(self, worker: str) -> Path:
         return self.dir / "mailbox" / names.worker_name(worker)
 
-    @property
+    @cached_property
     def events_dir(self) -> Path:
         return self.dir / "events"
 
-    @property
+    @cached_property
     def events(self) -> Path:
         return self.events_dir / "events.ndjson"
 

@@ -49,6 +49,7 @@ class StoredTokens:
     user: dict[str, Any] | None = None
 
     def expiring(self, now: float) -> bool:
+        """True when the access token should be refreshed now (or has expired)."""
         if self.expires_at is None:
             return False
         lifetime = max(0.0, self.expires_at - self.obtained_at)
@@ -139,6 +140,7 @@ class TokenProvider:
         self._load()
 
     def access_token(self) -> str:
+        """The current access token, refreshed first when it is about to expire."""
         with self._lock:
             tokens = self._load()
             if tokens.expiring(self.clock()) and tokens.refresh_token:
@@ -146,6 +148,7 @@ class TokenProvider:
             return tokens.access_token
 
     def refresh(self, rejected: str) -> str:
+        """A fresh access token after the platform rejected ``rejected`` (once per rejection)."""
         with self._lock:
             return self._refresh_locked(rejected)
 

@@ -107,6 +107,7 @@ class RetryPolicy:
     budget_s: float | None = None  # give up once this much time has passed, whatever ``attempts`` says
 
     def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (1-based)."""
         d = min(self.cap_s, self.base_s * 2.0 ** (attempt - 1))
         return d / 2 + random.uniform(0, d / 2)
 
@@ -146,6 +147,7 @@ class PlatformClient:
                                   headers={"User-Agent": "omx-worker/0.1", "Accept": "application/json"})
 
     def close(self) -> None:
+        """Close the connection pool."""
         self._http.close()
 
     def __enter__(self) -> PlatformClient:
@@ -161,6 +163,7 @@ class PlatformClient:
         return _parse(User, self._call("me"))
 
     def list_agents(self) -> list[Agent]:
+        """The agents of the caller's workspace."""
         return _parse_list(Agent, self._call("list_agents"), "agents")
 
     # --- workers (worker operations) ------------------------------------------------------------
@@ -170,15 +173,18 @@ class PlatformClient:
         return _parse_list(Worker, self._call("list_workers"), "workers")
 
     def register_worker(self, name: str, agent_id: str, *, host: str, max_concurrent_runs: int) -> Worker:
+        """Register a new worker owned by the caller."""
         body = {"name": name, "agent_id": agent_id, "host": host, "max_concurrent_runs": max_concurrent_runs,
                 "client": "omx"}
         return _parse(Worker, self._call("register_worker", json=body), "worker")
 
     def get_worker(self, worker_id: str) -> Worker:
+        """One of the caller's workers; :class:`PlatformNotFound` for anyone else's."""
         return _parse(Worker, self._call("get_worker", worker_id=worker_id), "worker")
 
     def heartbeat(self, worker_id: str, status: str, sessions: list[str], *,
                   retry: RetryPolicy | None = None) -> Heartbeat:
+        """Say the worker is alive, and what it is running."""
         body = {"status": status, "current_session_ids": sessions}
         return _parse(Heartbeat, self._call("heartbeat", worker_id=worker_id, json=body, retry=retry))
 
@@ -192,6 +198,7 @@ class PlatformClient:
         return _parse_list(Session, data, "sessions")
 
     def get_session(self, session_id: str) -> Session:
+        """One session visible to the caller."""
         return _parse(Session, self._call("get_session", session_id=session_id), "session")
 
     def claim_session(self, session_id: str, worker_id: str, *, lease_ms: int,
@@ -207,21 +214,25 @@ class PlatformClient:
 
     def post_activity(self, claim_id: str, kind: str, body: str, data: dict[str, Any] | None = None, *,
                       retry: RetryPolicy | None = None) -> None:
+        """Record progress on a claim (``kind`` is one of the six activity kinds)."""
         payload = {"kind": kind, "body": body, "data": data or {}}
         self._call("post_activity", claim_id=claim_id, json=payload, retry=retry)
 
     def complete_claim(self, claim_id: str, summary: str, result: dict[str, Any], *,
                        retry: RetryPolicy | None = None) -> Session:
+        """End the claim: the session is ``complete``."""
         data = self._call("complete_claim", claim_id=claim_id, json={"summary": summary, "result": result},
                           retry=retry)
         return _parse(Session, data, "session")
 
     def fail_claim(self, claim_id: str, error: str, result: dict[str, Any], *,
                    retry: RetryPolicy | None = None) -> Session:
+        """End the claim: the session is ``error`` with ``error``."""
         data = self._call("fail_claim", claim_id=claim_id, json={"error": error, "result": result}, retry=retry)
         return _parse(Session, data, "session")
 
     def release_claim(self, claim_id: str, reason: str, *, retry: RetryPolicy | None = None) -> Session:
+        """End the claim unfinished: the session is ``queued`` again."""
         data = self._call("release_claim", claim_id=claim_id, json={"reason": reason}, retry=retry)
         return _parse(Session, data, "session")
 

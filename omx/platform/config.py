@@ -56,18 +56,22 @@ def home() -> Path:
 
 
 def platform_config_path() -> Path:
+    """``$OMX_HOME/config/platform.toml``."""
     return home() / "config" / "platform.toml"
 
 
 def workers_dir() -> Path:
+    """``$OMX_HOME/config/workers``: one settings file per worker."""
     return home() / "config" / "workers"
 
 
 def run_dir() -> Path:
+    """``$OMX_HOME/run``: pidfiles, state files, undelivered results."""
     return home() / "run"
 
 
 def logs_dir() -> Path:
+    """``$OMX_HOME/logs``: background workers' logs."""
     return home() / "logs"
 
 
@@ -187,6 +191,7 @@ class WorkerSettings(BaseModel):
 
 
 def settings_path(worker_id: str) -> Path:
+    """``config/workers/<id>.toml``; :class:`PlatformConfigError` for an id that is not one."""
     try:
         check_id(worker_id, "worker id")
     except ValueError as exc:

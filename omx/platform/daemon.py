@@ -28,6 +28,7 @@ MAX_LOG_BYTES = 10 * 1024 * 1024
 
 
 def log_path(worker_id: str) -> Path:
+    """``$OMX_HOME/logs/worker-<id>.log``."""
     return logs_dir() / f"worker-{worker_id}.log"
 
 
@@ -58,6 +59,7 @@ def is_our_worker(pid: int, worker_id: str) -> bool:
 
 
 def status(worker_id: str) -> Status:
+    """Whether the worker's background process runs (a stale pidfile is reported, not trusted)."""
     pid = read_pid(worker_id)
     running = pid is not None and is_our_worker(pid, worker_id)
     return Status(worker_id, running, pid if running else None, read_state(worker_id), log_path(worker_id),

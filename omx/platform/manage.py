@@ -90,6 +90,7 @@ def configure_worker(cfg: PlatformConfig, worker_id: str, **options: Any) -> Con
 
 
 def default_worktree_root() -> str:
+    """``$OMX_HOME/worktrees``."""
     return str(home() / "worktrees")
 
 

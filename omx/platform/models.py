@@ -26,7 +26,7 @@ ACTIVITY_KINDS: tuple[str, ...] = ("progress", "plan", "external_url", "completi
 
 def check_id(value: str, what: str = "id") -> str:
     """``value`` if it is a well-formed platform id; else :class:`ValueError` naming ``what``."""
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):  # not match(): "$" allows a final "\n"
         raise ValueError(f"{what} {value!r} is not a valid platform id (letters, digits, '.', '_', ':', '-')")
     return value
 

@@ -23,14 +23,17 @@ from omx.state.atomic import write_json
 
 
 def state_path(worker_id: str) -> Path:
+    """``$OMX_HOME/run/worker-<id>.json``."""
     return run_dir() / f"worker-{worker_id}.json"
 
 
 def pid_path(worker_id: str) -> Path:
+    """``$OMX_HOME/run/worker-<id>.pid``."""
     return run_dir() / f"worker-{worker_id}.pid"
 
 
 def lock_path(worker_id: str) -> Path:
+    """``$OMX_HOME/run/worker-<id>.lock`` (held by the running worker)."""
     return run_dir() / f"worker-{worker_id}.lock"
 
 
@@ -44,6 +47,7 @@ def read_state(worker_id: str) -> dict[str, Any] | None:
 
 
 def read_pid(worker_id: str) -> int | None:
+    """The pid in the worker's pidfile, or ``None``."""
     try:
         return int(pid_path(worker_id).read_text().strip())
     except (OSError, ValueError):
@@ -89,6 +93,7 @@ class StateFile:
                                      "released": 0, "lost": 0, "last_platform_ok_at": None, "last_error": None}
 
     def update(self, **fields: Any) -> None:
+        """Merge ``fields`` in and rewrite the file (never raises for I/O)."""
         with self._lock:
             self.data.update(fields)
             self.data["updated_at"] = iso(time.time_ns() // 1_000_000)
@@ -98,6 +103,7 @@ class StateFile:
                 pass  # informational: never let it stop the worker
 
     def count(self, outcome: str) -> None:
+        """Add one to the ``outcome`` counter (completed, failed, released, lost)."""
         with self._lock:
             self.data[outcome] = int(self.data.get(outcome, 0)) + 1
         self.update()

@@ -109,6 +109,7 @@ class PlatformSource:
                      f"{self.poll_s:g}s; Ctrl-C stops (a running session is released, its worktree kept)")
 
     def heartbeat(self, state: str, current: str | None = None, turns: int = 0) -> None:
+        """Tell the platform this worker is alive and which sessions it runs."""
         with self._lock:
             sessions = [c.handle.session.id for c in self._current.values()]
         try:
@@ -122,15 +123,19 @@ class PlatformSource:
         self.state.update(last_platform_ok_at=_now_iso())
 
     def set_status(self, state: str, current: str | None = None) -> None:
+        """Record the engine's idle/working state locally (the heartbeat carries it to the platform)."""
         self.state.update(state=state)
 
     def shutdown_requested(self) -> str | None:
+        """Why the worker must stop (a login that stopped working, a deleted worker), else None."""
         return self._fatal
 
     def drained(self) -> bool:
+        """True after ``omx worker run``'s one session is done."""
         return self.only_session is not None and self._taken and not self._current
 
     def stop(self, reason: str) -> None:
+        """Say goodbye (status offline), close the client, record the final state."""
         self.state.update(state="stopping")
         try:
             self.client.heartbeat(self.worker_id, "offline", [], retry=RetryPolicy(attempts=1))
@@ -143,6 +148,8 @@ class PlatformSource:
     # --- claiming -------------------------------------------------------------------------------
 
     def acquire(self, wait_ms: int) -> Claimed | None:
+        """Poll when due and claim the first claimable session; None when there is none (never raises
+        for platform trouble: it backs off instead)."""
         if self.only_session is not None:
             return self._acquire_one(wait_ms)
         now = self.clock()
@@ -209,6 +216,7 @@ class PlatformSource:
     # --- while it runs --------------------------------------------------------------------------
 
     def renew(self, claimed: Claimed) -> None:
+        """Extend the claim's lease; :class:`LeaseLost` when the platform says the claim is gone."""
         h: PlatformHandle = claimed.handle
         budget = RetryPolicy(attempts=4, base_s=0.2, cap_s=2.0, budget_s=claimed.lease_ms / 4000)
         try:
@@ -221,6 +229,7 @@ class PlatformSource:
             raise LeaseLost(exc.message) from None
 
     def emit(self, claimed: Claimed, activity: Activity) -> None:
+        """Post an activity (best effort); a completion's URLs also become ``external_url`` activities."""
         h: PlatformHandle = claimed.handle
         if activity.kind in ("progress", "failure"):
             self.say(f"{h.session.id}: {activity.text}")
@@ -237,6 +246,7 @@ class PlatformSource:
     # --- the end --------------------------------------------------------------------------------
 
     def complete(self, claimed: Claimed, result: dict[str, Any]) -> None:
+        """Report success; if that cannot be delivered, give up loudly (see the module docstring)."""
         h: PlatformHandle = claimed.handle
         summary = str(result.get("summary") or "")
         try:
@@ -249,6 +259,7 @@ class PlatformSource:
         self._finished(claimed, "completed", f"completed in {_secs(result)}{_where(result)}")
 
     def fail(self, claimed: Claimed, error: str, result: dict[str, Any]) -> None:
+        """Report failure; if that cannot be delivered, give up loudly."""
         h: PlatformHandle = claimed.handle
         try:
             self.client.fail_claim(h.claim_id, error[:4000], _result(result), retry=self.client.retry)
@@ -260,6 +271,7 @@ class PlatformSource:
         self._finished(claimed, "failed", f"failed: {error}")
 
     def release(self, claimed: Claimed, reason: str) -> None:
+        """Give the session back unfinished (it is queued again); the worktree stays."""
         h: PlatformHandle = claimed.handle
         try:
             self.client.release_claim(h.claim_id, reason[:500], retry=RetryPolicy(attempts=4, cap_s=2.0))

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
 
@@ -39,7 +39,7 @@ def quote(text: str) -> str:
 
 def key(name: str) -> str:
     """A bare key when possible, else a quoted one."""
-    return name if _BARE_KEY.match(name) else quote(name)
+    return name if _BARE_KEY.fullmatch(name) else quote(name)  # fullmatch: "$" would let "a\n" through
 
 
 def value(v: Any) -> str:

@@ -1,0 +1,110 @@
+"""Signals and the background worker: SIGTERM mid-run, ``omx worker start|status|logs|stop``.
+
+SIGTERM during a run interrupts the agent, releases the claim (the session is queued again) and keeps
+the worktree. The background worker is a real detached process; every test kills what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from platform_helpers import GATED_SCRIPT, Rig, state_of, wait_until
+
+from omx.platform.runstate import pid_alive
+
+pytestmark = pytest.mark.slow
+
+#: Ignores SIGTERM, so only the runtime's SIGKILL (after its grace period) ends it.
+STUBBORN_SCRIPT = r"""trap '' TERM; d="$WL_OUT/$(basename "$PWD")"; mkdir -p "$d"; echo $$ > "$d/pid"
+while true; do sleep 0.05; done"""
+
+
+@pytest.fixture
+def daemons(rig: Rig) -> Iterator[list[int]]:
+    """Pids of background workers this test started; killed at the end whatever happened."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _agent_pid(rig: Rig, sid: str) -> int:
+    path = wait_until(lambda: (rig.seen(sid) / "pid").exists() and rig.seen(sid) / "pid", what="the agent to start")
+    return int(path.read_text().strip())
+
+
+def test_sigterm_during_a_run_releases_the_claim_and_keeps_the_worktree(rig: Rig) -> None:
+    rig.login()
+    rig.worker(script=GATED_SCRIPT)
+    sid = rig.fake.create_session(title="long job")
+    proc = rig.spawn("watch", "worker", "watch")
+    agent = _agent_pid(rig, sid)
+    assert state_of(rig.fake, sid) == "active"
+    proc.popen.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 0, proc.output()
+    s = rig.fake.session(sid)
+    assert s["state"] == "queued" and s["release_reason"] == "interrupted" and s["claimed_by_worker_id"] is None
+    assert [c["_ended"] for c in rig.fake.claims_of(sid)] == ["released"]
+    assert not pid_alive(agent)
+    [worktree] = [p for p in rig.worktrees.rglob(f"session-{sid}") if p.is_dir()]
+    assert (worktree / ".git").exists()
+    out = proc.stdout()
+    assert f"{sid}: released (interrupted); the worktree is kept" in out and "stopped (received SIGTERM)" in out
+
+
+def test_background_worker_start_status_logs_stop(rig: Rig, daemons: list[int]) -> None:
+    rig.login()
+    settings = rig.worker(script=GATED_SCRIPT)
+    started = rig.omx("worker", "start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    pid = int(re.search(r"\(pid (\d+)\)", started.stdout).group(1))  # type: ignore[union-attr]
+    daemons.append(pid)
+    assert pid_alive(pid) and os.getsid(pid) == pid  # detached: its own session, no terminal
+    again = rig.omx("worker", "start")
+    assert again.returncode == 1 and f"already running (pid {pid})" in again.stderr
+    st = rig.omx("worker", "status")
+    assert st.returncode == 0 and f"running, pid {pid}, idle" in st.stdout, st.stdout
+
+    follower = rig.spawn("logs", "worker", "logs", "-f")
+    sid = rig.fake.create_session(title="background job")
+    agent = _agent_pid(rig, sid)
+    st = rig.omx("worker", "status")
+    assert f"running {sid}" in st.stdout, st.stdout
+    assert f"claimed {sid} 'background job'" in rig.omx("worker", "logs").stdout
+    wait_until(lambda: f"claimed {sid}" in follower.stdout(), what="logs -f to show the claim", proc=follower)
+    follower.popen.send_signal(signal.SIGINT)
+    assert follower.wait(30) == 0
+
+    stop = rig.omx("worker", "stop")
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert f"sent SIGTERM to {pid}; releasing {sid}" in stop.stdout and "stopped worker" in stop.stdout
+    assert not pid_alive(pid) and not pid_alive(agent)
+    assert state_of(rig.fake, sid) == "queued"
+    assert not (rig.home / "run" / f"worker-{settings.id}.pid").exists()
+    st = rig.omx("worker", "status")
+    assert st.returncode == 1 and "not running (last: stopped" in st.stdout
+    log = Path(rig.omx("worker", "status", "--json").stdout.split('"log": "')[1].split('"')[0])
+    assert f"{sid}: released (interrupted); the worktree is kept" in log.read_text()
+
+
+def test_stop_says_so_when_it_has_to_kill(rig: Rig, daemons: list[int]) -> None:
+    rig.login()
+    rig.worker(script=STUBBORN_SCRIPT)
+    started = rig.omx("worker", "start")
+    pid = int(re.search(r"\(pid (\d+)\)", started.stdout).group(1))  # type: ignore[union-attr]
+    daemons.append(pid)
+    sid = rig.fake.create_session(title="stubborn")
+    agent = _agent_pid(rig, sid)
+    stop = rig.omx("worker", "stop", "--timeout", "0.5")
+    assert stop.returncode == 1
+    assert "did not stop within 0.5s: killed it" in stop.stdout and "stale when the lease runs out" in stop.stdout
+    assert not pid_alive(pid)
+    if pid_alive(agent):  # the worker was killed before its runtime could stop the agent
+        os.kill(agent, signal.SIGKILL)
+    assert state_of(rig.fake, sid) == "active"  # not released: the lease will run out

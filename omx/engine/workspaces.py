@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -150,7 +151,8 @@ def prepare_workspace(
     """
     repo = _toplevel(repo)
     if settings.mode == "repository":
-        return Workspace(repo, _current_branch(repo), "repository", False, _rev(repo, "HEAD"), repo, key)
+        branch, head = _branch_and_head(repo)
+        return Workspace(repo, branch, "repository", False, head, repo, key)
     safe_key = sanitize_key(key)
     branch = f"omx/{sanitize_key(team)}/{safe_key}"
     if settings.mode == "branch":
@@ -358,10 +360,16 @@ def _git(
 
 
 def _toplevel(path: Path) -> Path:
-    top = _toplevel_or_none(path)
+    top = _toplevel_cached(str(path))
     if top is None:
         raise WorkspaceError(f"{path} is not inside a git repository", path=str(path))
     return top
+
+
+@functools.lru_cache(maxsize=64)
+def _toplevel_cached(path: str) -> Path | None:
+    # A repository's top level does not move under a running worker: one `git rev-parse` per path.
+    return _toplevel_or_none(Path(path))
 
 
 def _toplevel_or_none(path: Path) -> Path | None:
@@ -382,6 +390,15 @@ def _rev(cwd: Path, ref: str) -> str:
     if proc.returncode != 0:
         raise WorkspaceError(f"{cwd}: {ref!r} is not a commit (a repository needs a first commit)", ref=ref)
     return proc.stdout.strip()
+
+
+def _branch_and_head(cwd: Path) -> tuple[str | None, str]:
+    """The checked-out branch (None when detached) and HEAD's commit, in one git call."""
+    proc = _git(cwd, "rev-parse", "HEAD", "--abbrev-ref", "HEAD", check=False)  # the option applies after it
+    lines = proc.stdout.split()
+    if proc.returncode != 0 or len(lines) != 2:
+        return _current_branch(cwd), _rev(cwd, "HEAD")  # no commit yet, or an odd state: the careful way
+    return (None if lines[1] == "HEAD" else lines[1]), lines[0]
 
 
 def _current_branch(cwd: Path) -> str | None:

@@ -39,7 +39,9 @@ def write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
 
 
 def dumps(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode()
+    # One line, no indent: json's C encoder only runs without indent (2.5x faster on a task file,
+    # and a task is written twice per claim). `omx team api read-task` pretty-prints for people.
+    return (json.dumps(obj, ensure_ascii=False) + "\n").encode()
 
 
 def write_json(path: Path, obj: Any, *, durable: bool = True) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from functools import cached_property
@@ -46,7 +47,7 @@ class TeamPaths:
         return self.dir / "tasks"
 
     def task(self, task_id: str) -> Path:
-        return self.tasks / f"task-{task_id}.json"
+        return _child(self.tasks, f"task-{task_id}.json")
 
     @cached_property
     def ready(self) -> Path:
@@ -68,7 +69,7 @@ class TeamPaths:
         return self.dir / "locks"
 
     def task_lock(self, task_id: str) -> Path:
-        return self.locks / f"task-{task_id}.lock"
+        return _child(self.locks, f"task-{task_id}.lock")
 
     @cached_property
     def team_lock(self) -> Path:
@@ -91,3 +92,9 @@ class TeamPaths:
     def all_dirs(self) -> list[Path]:
         return [self.tasks, self.ready, self.waiting, self.claimed, self.locks, self.events_dir,
                 self.dir / "workers", self.dir / "mailbox"]
+
+
+@functools.lru_cache(maxsize=4096)
+def _child(parent: Path, name: str) -> Path:
+    # Task paths are built several times per claim; pathlib joins are costly enough to show in profiles.
+    return parent / name

@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,20 @@ def sort_key(task: Task) -> str:
 
 def key_task_id(name: str) -> str:
     return str(int(name.rpartition("-")[2]))
+
+
+def ready_bucket(key: str) -> str:
+    """``ready/`` is split into buckets of one priority and 1000 ids (``<prio>-<id // 1000>``).
+
+    Bucket names sort like the keys inside them, so claim-next lists the bucket names and then only
+    the first non-empty bucket: ~1000 names at most instead of every pending task.
+    """
+    return key[:20]
+
+
+def ready_marker(p: TeamPaths, key: str) -> Path:
+    """Where the ready marker of sort key ``key`` lives."""
+    return p.ready / ready_bucket(key) / key
 
 
 def host_tag(host: str) -> str:
@@ -68,11 +83,14 @@ def pid_alive(pid: int) -> bool:
 
 
 def _touch(path: Path) -> None:
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+    # A reader may remove an empty ready bucket between our mkdir and our open: try again.
+    for _ in range(100):
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+            return
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
 
 
 def _unlink(path: Path) -> None:
@@ -255,7 +273,11 @@ class StoreBase:
     def _desired_markers(self, p: TeamPaths, task: Task) -> set[tuple[Path, str]]:
         out: set[tuple[Path, str]] = set()
         if task.status == "pending":
-            out.add((p.waiting if self.unmet_dependencies(p, task) else p.ready, sort_key(task)))
+            key = sort_key(task)
+            if self.unmet_dependencies(p, task):
+                out.add((p.waiting, key))
+            else:
+                out.add((p.ready / ready_bucket(key), key))
         marker = self._claimed_marker(task)
         if marker:
             out.add((p.claimed, marker))
@@ -274,12 +296,22 @@ class StoreBase:
                 want |= self._desired_markers(p, self._load_task(p, tid))
             except (CorruptState, TaskNotFound):
                 continue
-        have = {(d, n) for d in (p.ready, p.waiting, p.claimed) for n in os.listdir(d)}
+        have = set(self._all_markers(p))
 
         def fmt(pairs: set[tuple[Path, str]]) -> list[str]:
-            return sorted(f"{d.name}/{n}" for d, n in pairs)
+            return sorted(f"{d.relative_to(p.dir / 'index')}/{n}" for d, n in pairs)
 
         return {"missing": fmt(want - have), "extra": fmt(have - want)}
+
+    def _all_markers(self, p: TeamPaths) -> Iterator[tuple[Path, str]]:
+        """Every marker on disk as ``(folder, name)``: the ready buckets, waiting and claimed."""
+        for bucket in os.listdir(p.ready):
+            try:
+                yield from ((p.ready / bucket, n) for n in os.listdir(p.ready / bucket))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        for d in (p.waiting, p.claimed):
+            yield from ((d, n) for n in os.listdir(d))
 
     def rebuild_index(self, team: str) -> dict[str, int]:
         """Rebuild every marker from the task files (the truth); safe while workers run.
@@ -300,20 +332,19 @@ class StoreBase:
                     if not (d / name).exists():
                         _touch(d / name)
                         added += 1
-        for d in (p.ready, p.waiting, p.claimed):
-            for name in os.listdir(d):
+        for d, name in list(self._all_markers(p)):
+            try:
+                tid = parse_task_id(name.split("~")[0]) if d == p.claimed else key_task_id(name)
+            except Exception:
+                _unlink(d / name)
+                removed += 1
+                continue
+            with locked(p.task_lock(tid)):
                 try:
-                    tid = parse_task_id(name.split("~")[0]) if d == p.claimed else key_task_id(name)
-                except Exception:
+                    want = self._desired_markers(p, self._load_task(p, tid))
+                except (CorruptState, TaskNotFound):
+                    want = set()
+                if (d, name) not in want and (d / name).exists():
                     _unlink(d / name)
                     removed += 1
-                    continue
-                with locked(p.task_lock(tid)):
-                    try:
-                        want = self._desired_markers(p, self._load_task(p, tid))
-                    except (CorruptState, TaskNotFound):
-                        want = set()
-                    if (d, name) not in want and (d / name).exists():
-                        _unlink(d / name)
-                        removed += 1
         return {"added": added, "removed": removed}

@@ -9,6 +9,7 @@ gone) makes the task claimable again, and the old token is refused from then on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -159,7 +160,7 @@ class ClaimOps(TaskOps):
         busy: list[Candidate] = []
         for cand in itertools.chain(self._abandoned(p, now_ms), self._ready_candidates(p)):
             d, _, tid = cand
-            if d == p.ready:
+            if d != p.claimed:
                 look = self._looks_claimable(p, tid, worker)
                 if look == "no":
                     continue
@@ -212,13 +213,24 @@ class ClaimOps(TaskOps):
         return "yes" if raw.get("owner") in (None, worker) else "no"
 
     def _ready_candidates(self, p: TeamPaths) -> Iterator[Candidate]:
-        # Lazy: a claim usually takes the first candidate, so only one marker name is parsed.
-        ready = p.ready
-        for name in sorted(os.listdir(ready)):
+        # Lazy, bucket by bucket (see base.ready_bucket): a claim usually takes the first candidate,
+        # so only the first non-empty bucket is listed. Empty buckets are removed on the way: rmdir
+        # fails on a bucket that just got a marker, and a writer that loses the race re-creates it.
+        for bucket in sorted(os.listdir(p.ready)):
+            d = p.ready / bucket
             try:
-                yield ready, name, key_task_id(name)
-            except ValueError:
+                names = os.listdir(d)
+            except (FileNotFoundError, NotADirectoryError):
                 continue
+            if not names:
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+                continue
+            for name in sorted(names):
+                try:
+                    yield d, name, key_task_id(name)
+                except ValueError:
+                    continue
 
     def _holder_check(self, p: TeamPaths, tid: str, worker: str, token: str, now_ms: int) -> Task:
         """The task, if ``worker`` holds it with ``token`` and the lease is live; else a refusal."""

@@ -67,7 +67,9 @@ class FileStore(ClaimOps, EventOps):
         import os
 
         p = self.paths(team)
-        return not (os.listdir(p.ready) or os.listdir(p.waiting) or os.listdir(p.claimed))
+        if os.listdir(p.waiting) or os.listdir(p.claimed):
+            return False
+        return next(self._ready_candidates(p), None) is None
 
     def summary(self, team: str) -> dict[str, Any]:
         """Counts by status, per-worker state and heartbeat age, stale workers, blocked reasons, corrupt files."""

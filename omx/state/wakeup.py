@@ -28,7 +28,7 @@ def wait_for(
 ) -> T | None:
     """Return ``check()``'s first non-None value, or None once ``timeout_ms`` has passed.
 
-    ``check`` runs once at once, then after every batch of file events in ``dirs`` (recursive: no)
+    ``check`` runs once at once, then after every batch of file events in ``dirs`` (and below them)
     and at least every ``resync_ms``.
     """
     found = check()
@@ -57,7 +57,8 @@ def _arm(paths: list[str]) -> Any:
         return None
     try:
         # (paths, debug, force_polling, poll_delay_ms, recursive, ignore_permission_denied)
-        return RustNotify(paths, False, False, 50, False, True)
+        # Recursive: ready markers live in bucket folders under index/ready.
+        return RustNotify(paths, False, False, 50, True, True)
     except Exception:
         return None
 

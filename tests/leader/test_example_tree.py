@@ -35,7 +35,8 @@ PATTERNS: list[tuple[re.Pattern[str], type[Record]]] = [
 NON_JSON = [
     re.compile(r"events/events\.ndjson"),
     re.compile(r"workers/[^/]+/inbox\.md"),
-    re.compile(r"index/(ready|waiting)/\d{10}-\d{12}"),
+    re.compile(r"index/ready/\d{10}-\d{9}/\d{10}-\d{12}"),  # ready markers live in buckets
+    re.compile(r"index/waiting/\d{10}-\d{12}"),
     re.compile(r"index/claimed/\d+~\d+~\d+~[0-9a-f]{8}"),
     re.compile(r"locks/[a-z0-9-]+\.lock"),
 ]
@@ -172,7 +173,8 @@ def test_events_tell_the_same_story_as_the_task_files() -> None:
 
 
 def test_index_markers_agree_with_the_task_files(copy_store: FileStore) -> None:
-    index = {d: sorted(p.name for p in (TEAM_DIR / "index" / d).iterdir()) for d in ("ready", "waiting", "claimed")}
+    index = {d: sorted(p.name for p in (TEAM_DIR / "index" / d).rglob("*") if p.is_file())
+             for d in ("ready", "waiting", "claimed")}
     claim = tasks()["2"]["claim"]
     from omx.clock import parse_iso
     from omx.state.base import host_tag
@@ -183,7 +185,7 @@ def test_index_markers_agree_with_the_task_files(copy_store: FileStore) -> None:
         "claimed": [f"2~{parse_iso(claim['leased_until'])}~{claim['pid']}~{host_tag(claim['host'])}"],
     }
     assert copy_store.rebuild_index(EXAMPLE_TEAM) == {"added": 0, "removed": 0}
-    assert sorted(p.name for p in copy_store.paths(EXAMPLE_TEAM).ready.iterdir()) == index["ready"]
+    assert sorted(p.name for p in copy_store.paths(EXAMPLE_TEAM).ready.rglob("*") if p.is_file()) == index["ready"]
 
 
 def test_mailboxes_workers_and_shutdown_handshake(copy_store: FileStore) -> None:

@@ -113,7 +113,9 @@ def index_leftovers(root: Path, team: str) -> list[str]:
     """Markers left in ``index/{ready,waiting,claimed}`` (none may remain once every task is finished)."""
     out = []
     for sub in ("ready", "waiting", "claimed"):
-        left = sorted(os.listdir(team_dir(root, team) / "index" / sub))
+        # ready/ holds bucket folders (omx.state.base.ready_bucket): count the marker files in them.
+        left = sorted(str(f.relative_to(team_dir(root, team) / "index" / sub))
+                      for f in (team_dir(root, team) / "index" / sub).rglob("*") if f.is_file())
         if left:
             out.append(f"index/{sub} is not empty: {left[:10]}{' …' if len(left) > 10 else ''}")
     return out

@@ -25,7 +25,7 @@ import pytest
 
 from omx.clock import parse_iso
 from omx.errors import InvalidToken
-from omx.state.base import sort_key
+from omx.state.base import ready_marker, sort_key
 from omx.state.filestore import FileStore
 from omx.state.locks import try_locked
 from omx.state.paths import TeamPaths
@@ -345,6 +345,10 @@ def test_state_files_give_no_usable_token(tmp_path: Path, omx_api: Api) -> None:
 # (what the killed process leaves) and check the team recovers by itself — no `omx doctor --fix`.
 
 
+def _ready_files(p: TeamPaths) -> list[Path]:
+    return [f for f in p.ready.rglob("*") if f.is_file()]
+
+
 def _drained(root: Path, omx_api: Api, team: str, worker: str) -> bool:
     code, env = omx_api(root, "claim-next", team_name=team, worker=worker)
     assert code == 0
@@ -375,10 +379,11 @@ def test_claim_killed_after_its_task_write_is_reclaimed_when_the_lease_ends(
     store = _team(root, "crash", lease_ms=3_000, n_tasks=2)  # outlives one slow CLI call under load
     p = TeamPaths.of(root, "crash")
     first = store.claim_task("crash", "1", "worker-1")  # no pid: only the lease can free it
-    (p.ready / sort_key(first.task)).touch()  # killed before removing its old ready marker
+    ready_marker(p, sort_key(first.task)).parent.mkdir(parents=True, exist_ok=True)
+    ready_marker(p, sort_key(first.task)).touch()  # killed before removing its old ready marker
     code, env = omx_api(root, "claim-next", team_name="crash", worker="worker-2")
     assert (code, (env["data"]["task"] or {}).get("id")) == (0, "2")  # not the held task 1
-    assert sort_key(first.task) not in os.listdir(p.ready)  # the lying marker is gone
+    assert not ready_marker(p, sort_key(first.task)).exists()  # the lying marker is gone
     assert first.task.claim is not None
     until = parse_iso(first.task.claim.leased_until)
     wait_until(lambda: now_ms() > until, 10, "the lease to end")
@@ -393,13 +398,14 @@ def test_release_killed_before_its_task_write_keeps_one_holder(
     store = _team(root, "crash", lease_ms=800, n_tasks=2, workers=3)
     p = TeamPaths.of(root, "crash")
     first = store.claim_task("crash", "1", "worker-1")
-    (p.ready / sort_key(first.task)).touch()  # release made its ready marker, then died before the write
+    ready_marker(p, sort_key(first.task)).parent.mkdir(parents=True, exist_ok=True)
+    ready_marker(p, sort_key(first.task)).touch()  # release made its ready marker, then died before the write
     for t in store.list_tasks("crash", status="pending").tasks:
         rr = store.claim_task("crash", t.id, "worker-3")
         store.transition_task("crash", t.id, "worker-3", rr.token, "completed")
     code, env = omx_api(root, "claim-next", team_name="crash", worker="worker-2")
     assert (code, env["data"]["task"]) == (0, None)  # the task is still worker-1's: no double holder
-    assert os.listdir(p.ready) == []
+    assert _ready_files(p) == []
     assert first.task.claim is not None
     until = parse_iso(first.task.claim.leased_until)
     wait_until(lambda: now_ms() > until, 10, "the lease to end")
@@ -407,7 +413,7 @@ def test_release_killed_before_its_task_write_keeps_one_holder(
     assert r is not None
     store.transition_task("crash", "1", "worker-2", r.token, "completed")
     assert _drained(root, omx_api, "crash", "worker-2")
-    assert os.listdir(p.claimed) == [] and os.listdir(p.ready) == [] and os.listdir(p.waiting) == []
+    assert os.listdir(p.claimed) == [] and _ready_files(p) == [] and os.listdir(p.waiting) == []
 
 
 def test_release_killed_after_its_task_write_leaves_no_stale_claim_marker(

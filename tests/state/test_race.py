@@ -145,7 +145,7 @@ def test_concurrent_creators_get_unique_contiguous_ids(
     created = sorted(int(e["task_id"]) for e in events if e["type"] == "task_created")
     assert created == list(range(1, n + 1))
     assert temp_files(root) == []
-    ready_markers = list((root / "team" / "mint" / "index" / "ready").iterdir())
+    ready_markers = [f for f in (root / "team" / "mint" / "index" / "ready").rglob("*") if f.is_file()]
     assert len(ready_markers) == n
 
     code, env = omx_api(root, "read-config", team_name="mint")

@@ -14,7 +14,7 @@ import pytest
 
 from omx import errors
 from omx.clock import FakeClock
-from omx.state.base import sort_key
+from omx.state.base import ready_marker, sort_key
 from omx.state.filestore import FileStore
 
 STORES: dict[str, Callable[[Path, FakeClock], FileStore]] = {"file": lambda root, clock: FileStore(root, clock=clock)}
@@ -378,7 +378,7 @@ class TestCorruption:
 class TestIndexRepair:
     def test_rebuild_heals_a_lost_marker(self, s: FileStore) -> None:
         t = s.create_task(T, "x")
-        for marker in s.paths(T).ready.iterdir():
+        for marker in [f for f in s.paths(T).ready.rglob("*") if f.is_file()]:
             marker.unlink()  # a crash between task write and marker write
         assert s.claim_next(T, "worker-1") is None
         assert s.rebuild_index(T) == {"added": 1, "removed": 0}
@@ -389,9 +389,11 @@ class TestIndexRepair:
         t = s.create_task(T, "x")
         r = s.claim_task(T, t.id, "worker-1")
         s.transition_task(T, t.id, "worker-1", r.token, "completed")
-        (s.paths(T).ready / sort_key(s.read_task(T, t.id))).touch()  # a marker that lies
+        lie = ready_marker(s.paths(T), sort_key(s.read_task(T, t.id)))
+        lie.parent.mkdir(parents=True, exist_ok=True)
+        lie.touch()  # a marker that lies
         assert s.claim_next(T, "worker-2") is None
-        assert list(s.paths(T).ready.iterdir()) == []  # healed by the reader that found it
+        assert [f for f in s.paths(T).ready.rglob("*") if f.is_file()] == []  # healed by the reader that found it
         assert s.is_drained(T)
         assert s.rebuild_index(T) == {"added": 0, "removed": 0}
 
@@ -400,10 +402,11 @@ class TestIndexDrift:
     def test_drift_is_reported_without_changes(self, s: FileStore) -> None:
         t = s.create_task(T, "x")
         assert s.index_drift(T) == {"missing": [], "extra": []}
-        for marker in s.paths(T).ready.iterdir():
+        for marker in [f for f in s.paths(T).ready.rglob("*") if f.is_file()]:
             marker.unlink()
         (s.paths(T).claimed / "9~1~0~-").touch()
         drift = s.index_drift(T)
-        assert drift["missing"] == [f"ready/{sort_key(t)}"]
+        marker = ready_marker(s.paths(T), sort_key(t))
+        assert drift["missing"] == [f"ready/{marker.parent.name}/{marker.name}"]
         assert drift["extra"] == ["claimed/9~1~0~-"]
         assert s.index_drift(T) == drift  # reading changed nothing

@@ -26,7 +26,9 @@ class FileStore(ClaimOps, EventOps):
     def claim_next_wait(self, team: str, worker: str, *, wait_ms: int, pid: int | None = None) -> ClaimResult | None:
         """:meth:`claim_next`, waiting up to ``wait_ms`` for a task to become ready."""
         p = self.paths(team)
-        return wait_for(lambda: self.claim_next(team, worker, pid=pid), [p.ready, p.claimed], wait_ms,
+        # tasks/ too: a ready marker is made just before its task file, so a waiter woken by the marker
+        # may find no file yet; the file's own write wakes it again (instead of the 1 s resync).
+        return wait_for(lambda: self.claim_next(team, worker, pid=pid), [p.ready, p.claimed, p.tasks], wait_ms,
                         resync_ms=_resync_ms(self.read_config(team).lease_ms))
 
     def await_task(
@@ -60,7 +62,7 @@ class FileStore(ClaimOps, EventOps):
                     return {"ready": True, "task_id": tid}
             return None
 
-        return wait_for(check_ready, [p.ready, p.claimed], timeout_ms, resync_ms=_resync_ms(cfg.lease_ms))
+        return wait_for(check_ready, [p.ready, p.claimed, p.tasks], timeout_ms, resync_ms=_resync_ms(cfg.lease_ms))
 
     def is_drained(self, team: str) -> bool:
         """True when no task is pending, waiting or in progress (from the marker index: no file reads)."""

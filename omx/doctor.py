@@ -12,6 +12,8 @@ from typing import Any
 
 from omx.models import Event, Heartbeat, Message, Record, ShutdownAck, ShutdownRequest, WorkerIdentity, WorkerStatus
 
+PINNED_CODEX = "0.169.0"  # the version scripts/setup installs and the tests drive
+
 WORKER_FILES: dict[str, type[Record]] = {
     "identity.json": WorkerIdentity, "status.json": WorkerStatus, "heartbeat.json": Heartbeat,
     "shutdown-request.json": ShutdownRequest, "shutdown-ack.json": ShutdownAck,
@@ -50,9 +52,22 @@ def check_tools(report: Report) -> None:
             out = subprocess.run([codex, "--version"], capture_output=True, text=True, timeout=20).stdout.strip()
         except (OSError, subprocess.TimeoutExpired) as exc:
             out = f"failed to run: {exc}"
-        report.add("codex", "codex-cli" in out, f"{codex}: {out}", level="warning")
+        pinned = out == f"codex-cli {PINNED_CODEX}"
+        note = "" if pinned else f" (omx is tested with {PINNED_CODEX}; the app-server protocol changes)"
+        report.add("codex", "codex-cli" in out and pinned, f"{codex}: {out}{note}", level="warning")
     else:
         report.add("codex", False, "codex not found on PATH (the codex runtimes need it)", level="warning")
+    from omx import setup
+
+    home = setup.codex_home()
+    missing = [n for n in setup.SKILLS if not (home / "skills" / n / "SKILL.md").exists()]
+    outdated = [n for n in setup.SKILLS if n not in missing and (home / "skills" / n / "SKILL.md").read_bytes()
+                != (setup.skills_source() / n / "SKILL.md").read_bytes()]
+    detail = (f"{home / 'skills'}: $team, $swarm, $worker installed" if not (missing or outdated) else
+              f"{home / 'skills'}: " + "; ".join(x for x in (f"missing {', '.join(missing)}" if missing else "",
+                                                           f"outdated {', '.join(outdated)}" if outdated else "") if x)
+              + " — run omx setup")
+    report.add("skills", not (missing or outdated), detail, level="warning")
     tmux = shutil.which("tmux")
     report.add("tmux", tmux is not None, tmux or "tmux not found (only needed for --tmux)", level="info")
 
@@ -99,6 +114,8 @@ def check_state(root: Path, report: Report, *, fix: bool = False) -> None:
                        level="info")
         else:
             report.add(f"team {team}: index", True, "consistent with the task files")
+        report.add(f"team {team}: locks", True, "kernel locks (flock) die with their holder: none can be stale",
+                   level="info")
         temps = [str(x) for x in p.dir.rglob(".*.tmp")]
         report.add(f"team {team}: temp files", not temps, "none" if not temps else
                    "left by a crash mid-write (safe to delete): " + ", ".join(temps), level="warning")

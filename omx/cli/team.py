@@ -101,11 +101,11 @@ def render_status(summary: dict[str, Any], listing: Any) -> None:
     c = summary["counts"]
     con.print(f"[bold]team {summary['team']}[/bold]  {summary['goal']}")
     con.print("  ".join(f"{k}: {v}" for k, v in c.items()) + f"  (total {summary['total']})")
-    wt = Table("worker", "state", "task", "heartbeat", "turns", title="workers", title_justify="left")
+    wt = Table("worker", "state", "task", "heartbeat", "turns", "tokens", title="workers", title_justify="left")
     for w in summary["workers"]:
         age = "—" if w["heartbeat_age_ms"] is None else humanize_ms(w["heartbeat_age_ms"]) + " ago"
         state = f"[red]{w['state']} (stale)[/red]" if w["stale"] else w["state"]
-        wt.add_row(w["name"], state, w["current_task_id"] or "—", age, str(w["turn_count"]))
+        wt.add_row(w["name"], state, w["current_task_id"] or "—", age, str(w["turn_count"]), str(w.get("tokens", 0)))
     con.print(wt)
     tt = Table("id", "status", "owner", "prio", "subject", title="tasks", title_justify="left")
     for t in listing.tasks:

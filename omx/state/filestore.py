@@ -81,8 +81,12 @@ class FileStore(ClaimOps, EventOps):
         now_ms, at = self.now()
         counts = dict.fromkeys(("pending", "blocked", "in_progress", "completed", "failed"), 0)
         expired: list[str] = []
+        tokens: dict[str, int] = {}
         for t in listing.tasks:
             counts["blocked" if t.id in listing.blocked_by else t.status] += 1
+            used = t.result.get("tokens") if isinstance(t.result, dict) else None
+            if t.owner and isinstance(used, dict) and isinstance(used.get("total"), int):
+                tokens[t.owner] = tokens.get(t.owner, 0) + used["total"]
             if t.status == "in_progress" and self._lease_state(t, now_ms) != "live":
                 expired.append(t.id)
         workers = []
@@ -100,6 +104,7 @@ class FileStore(ClaimOps, EventOps):
             workers.append({
                 "name": w, "state": st.state, "current_task_id": st.current_task_id,
                 "heartbeat_age_ms": age, "turn_count": hb.turn_count if hb else 0, "stale": is_stale,
+                "tokens": tokens.get(w, 0),
             })
         blocked = [
             {"task_id": tid, "waiting_on": deps,
@@ -109,7 +114,7 @@ class FileStore(ClaimOps, EventOps):
         return {
             "team": team, "goal": cfg.goal, "generated_at": at, "total": len(listing.tasks),
             "counts": counts, "workers": workers, "stale_workers": stale, "blocked": blocked,
-            "expired_claims": expired, "corrupt": listing.corrupt,
+            "expired_claims": expired, "corrupt": listing.corrupt, "tokens": sum(tokens.values()),
             "drained": counts["pending"] + counts["blocked"] + counts["in_progress"] == 0,
         }
 

@@ -125,7 +125,10 @@ class Leader:
 
     def worker_argv(self, name: str) -> list[str]:
         argv = [sys.executable, "-m", "omx", "team", "worker", "--team", self.team, "--name", name,
-                "--root", str(self.store.root), "--repo", str(self.opts.repo), "--until-empty", "-v"]
+                "--root", str(self.store.root), "--repo", str(self.opts.repo), "--until-empty", "-v",
+                # The leader asks for a shutdown only when all is done or the user pressed Ctrl-C: in
+                # both cases a running task should be interrupted and released, not run to its end.
+                "--shutdown-policy", "interrupt"]
         if self.opts.workflow:
             argv += ["--workflow", str(self.opts.workflow)]
         return argv
@@ -300,12 +303,12 @@ class Progress:
 
         c = summary["counts"]
         head = "  ".join(f"{k} {v}" for k, v in c.items())
-        wt = Table("worker", "state", "task", "heartbeat", "turns", title=f"team {self.team} — {head}",
-                   title_justify="left")
+        wt = Table("worker", "state", "task", "heartbeat", "turns", "tokens",
+                   title=f"team {self.team} — {head} — {summary.get('tokens', 0)} tokens", title_justify="left")
         for w in summary["workers"]:
             age = "—" if w["heartbeat_age_ms"] is None else f"{w['heartbeat_age_ms'] / 1000:.1f}s"  # live: seconds
             wt.add_row(w["name"], w["state"] + (" (stale)" if w["stale"] else ""), w["current_task_id"] or "—",
-                       age, str(w["turn_count"]))
+                       age, str(w["turn_count"]), str(w.get("tokens", 0)))
         return Group(wt)
 
     def close(self) -> None:

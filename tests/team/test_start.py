@@ -113,3 +113,60 @@ def test_a_crashed_worker_loses_nothing(tmp_path: Path, restart: bool) -> None:
     swept = [json.loads(e) for e in events if '"claim_expired"' in e and '"task_id": "1"' in e]
     took_over = "took_over" in claims_of_1[1]["data"]
     assert len(swept) + took_over == 1, (swept, claims_of_1)
+
+
+def test_tmux_workers(tmp_path: Path) -> None:
+    import shutil
+
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    repo = make_repo(tmp_path, WRITE)
+    sock_dir = tmp_path / "tmux"  # a private tmux server: never the user's
+    sock_dir.mkdir()
+    env_extra = {"TMUX_TMPDIR": str(sock_dir)}
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OMX_", "TMUX"))}
+        env.update(env_extra, OMX_HOME=str(tmp_path / "omx-home"))
+        r = subprocess.run([OMX, "team", "start", "one, two and three", "--workers", "2", "--tmux", "--team", "tm",
+                            "--planner", "heuristic"], cwd=repo, capture_output=True, text=True, timeout=180,
+                           env=env, stdin=subprocess.DEVNULL)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "in tmux session omx-tm" in r.stdout
+        assert "3 completed, 0 failed" in r.stdout
+        logs = repo / ".omx" / "state" / "team" / "tm" / "logs"
+        assert {p.name for p in logs.iterdir()} == {"worker-1.log", "worker-2.log"}
+        assert any("completed" in p.read_text() for p in logs.iterdir())  # the panes' output was kept
+    finally:
+        subprocess.run(["tmux", "kill-server"], env={**os.environ, **env_extra}, capture_output=True)
+
+
+def test_ctrl_c_stops_the_team_cleanly(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    repo = make_repo(tmp_path, ["bash", "-c", 'echo $$ > "$OMX_TASK_ID.pid"; exec sleep 60'])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMX_")}
+    env["OMX_HOME"] = str(tmp_path / "omx-home")
+    leader = subprocess.Popen([OMX, "team", "start", "one and two", "--workers", "2", "--team", "cc",
+                               "--planner", "heuristic"], cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=env, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "task_claimed" not in summary_text(repo):
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        leader.send_signal(signal.SIGINT)
+        out, err = leader.communicate(timeout=60)
+    finally:
+        if leader.poll() is None:
+            leader.kill()
+    assert leader.returncode == 1, out + err  # interrupted: not every task completed
+    assert time.monotonic() - t0 < 20, "Ctrl-C waited for the running tasks"
+    s = summary(repo, "cc")
+    assert s["counts"]["in_progress"] == 0 and s["counts"]["pending"] == 2  # released, not lost
+    assert {w["state"] for w in s["workers"]} == {"done"}
+
+
+def summary_text(repo: Path) -> str:
+    r = subprocess.run([OMX, "team", "events", "--team", "cc"], cwd=repo, capture_output=True, text=True)
+    return r.stdout

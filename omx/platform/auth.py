@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from omx.platform.client import QUICK, PlatformClient, api_key_message, clean
 from omx.platform.config import PlatformConfig, home
 from omx.platform.errors import ApiKeyRefused, PlatformAuthError, PlatformError
 from omx.platform.models import DeviceCode, TokenGrant
+from omx.state import atomic
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 #: Refresh this long before expiry at most (less for short-lived tokens: half their lifetime).
@@ -84,20 +84,7 @@ def write_tokens(path: Path, tokens: StoredTokens) -> None:
     """Write the tokens atomically: a 0600 temp file in a 0700 folder, fsync'd, renamed over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask said
-        os.write(fd, (json.dumps(asdict(tokens), indent=2) + "\n").encode())
-        os.fsync(fd)
-        os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic.write_bytes(path, (json.dumps(asdict(tokens), indent=2) + "\n").encode(), mode=0o600)
 
 
 def require_user_token(cfg: PlatformConfig) -> None:

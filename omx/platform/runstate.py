@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from omx.clock import iso
+from omx.pids import pid_alive as pid_alive  # re-exported for the daemon
 from omx.platform.config import run_dir
 from omx.state.atomic import write_json
 
@@ -52,24 +53,6 @@ def read_pid(worker_id: str) -> int | None:
         return int(pid_path(worker_id).read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def pid_alive(pid: int) -> bool:
-    """True when ``pid`` runs (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
-    except OSError:
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def running_sessions(worker_id: str) -> set[str]:

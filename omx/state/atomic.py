@@ -18,12 +18,14 @@ from omx.errors import CorruptState
 TMP_SUFFIX = ".tmp"
 
 
-def write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` atomically (fsync'd when ``durable``)."""
+def write_bytes(path: Path, data: bytes, *, durable: bool = True, mode: int | None = None) -> None:
+    """Replace ``path`` with ``data`` atomically (fsync'd when ``durable``; ``mode`` set whatever the umask)."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644 if mode is None else mode)
     try:
         try:
+            if mode is not None:
+                os.fchmod(fd, mode)
             os.write(fd, data)
             if durable:
                 os.fsync(fd)

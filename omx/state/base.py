@@ -63,25 +63,6 @@ def host_tag(host: str) -> str:
     return hashlib.sha256(host.encode()).hexdigest()[:8]
 
 
-def pid_alive(pid: int) -> bool:
-    """True if ``pid`` is a live (non-zombie) process on this host."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        # A SIGKILLed child that nobody reaped yet is a zombie: dead for our purposes.
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
-    except OSError:
-        return True
-
-
 def _touch(path: Path) -> None:
     # A reader may remove an empty ready bucket between our mkdir and our open: try again.
     for _ in range(100):

@@ -34,8 +34,9 @@ from omx.errors import (
     VersionConflict,
 )
 from omx.models import TERMINAL, Claim, Task, TeamConfig
+from omx.pids import pid_alive
 from omx.state import names
-from omx.state.base import key_task_id, pid_alive
+from omx.state.base import key_task_id
 from omx.state.locks import locked, try_locked
 from omx.state.paths import TeamPaths
 from omx.state.tasks import TaskOps

@@ -6,8 +6,8 @@ from typing import Any
 
 from omx.clock import parse_iso
 from omx.models import Task
+from omx.pids import pid_alive
 from omx.state import names
-from omx.state.base import pid_alive
 from omx.state.claims import ClaimOps, ClaimResult
 from omx.state.events import EventOps
 from omx.state.wakeup import wait_for

@@ -1,17 +1,14 @@
 """Fixtures for the leader-facing tests: the example tree, the installed ``omx``, the real Codex.
 
-The Codex fixtures are small copies of ``tests/engine/conftest.py``'s (fixtures do not cross
-directories, and that file belongs to the engine tests).
+The Codex fixtures are the engine tests' own (``tests/engine/conftest.py``), imported here.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +18,11 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `tests.fakes` must import however pytest was started
     sys.path.insert(0, str(REPO))
 
-from tests.fakes.fake_model import FakeModel  # noqa: E402
+from tests.engine.conftest import PINNED_CODEX, codex_bin, fake_model, find_codex_binary  # noqa: E402
 
 OMX = Path(sys.executable).parent / "omx"
-PINNED_CODEX = REPO / ".tools" / "codex" / "node_modules" / ".bin" / "codex"
 EXAMPLE_STATE = REPO / ".omx.example" / "state"
 EXAMPLE_TEAM = "demo-calc"
-
-
-def find_codex_binary() -> Path | None:
-    """The pinned Codex from scripts/setup, else ``codex`` on PATH, else ``None``."""
-    if PINNED_CODEX.exists():
-        return PINNED_CODEX
-    found = shutil.which("codex")
-    return Path(found) if found else None
 
 
 def run_omx(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -53,23 +41,11 @@ def api(root: Path, op: str, **payload: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def codex_bin() -> Path:
-    """The real Codex binary, or skip."""
-    path = find_codex_binary()
-    if path is None:
-        pytest.skip("no Codex binary at .tools/codex/node_modules/.bin/codex or on PATH (run scripts/setup)")
-    return path
-
-
-@pytest.fixture
-def fake_model() -> Iterator[FakeModel]:
-    with FakeModel() as model:
-        yield model
-
-
-@pytest.fixture
 def agent_env(codex_bin: Path) -> dict[str, str]:
     """The environment Codex runs in: ours minus any OpenAI/Codex settings, with ``omx`` and Codex on PATH."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "CODEX_", "OMX_"))}
     env["PATH"] = os.pathsep.join([str(OMX.parent), str(codex_bin.parent), env.get("PATH", "")])
     return env
+
+
+__all__ = ["PINNED_CODEX", "codex_bin", "fake_model", "find_codex_binary"]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Literal
 
 from omx.engine.runtimes.lifeline import die_with_parent
+from omx.pids import pid_alive as pid_alive  # re-exported: runtimes and their tests use it from here
 
 #: The longest stdout line kept whole; the rest of a longer line is dropped (and said so).
 MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -272,21 +273,6 @@ def drive(
         if output.stream == "stdout" or stderr_is_activity:
             watch.touch()
         handle(output)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie waiting for its reaper counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc here: the signal check is all we have
-    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 class Watchdog:

@@ -83,8 +83,7 @@ def parse_input(op: str, fields: tuple[F, ...], data: dict[str, Any], *, allow_e
         if f.name in values:
             raise InvalidInput(f"{op}: {f.name!r} given twice (through an alias)", field=f.name)
         if v is None and f.nullable and not f.required:
-            values[f.name] = None
-            continue
+            continue  # null means "not given": the default below applies
         check, what = KINDS[f.kind]
         if not check(v):
             raise InvalidInput(f"{op}: {key} must be {what}, got {type(v).__name__}", field=key)

@@ -209,9 +209,21 @@ class ClaimOps(TaskOps):
         takes the lock and heals it. Tasks pre-assigned to another worker are skipped without a lock.
         """
         raw = self._raw_task(p, tid)
-        if raw is None or raw.get("status") != "pending":
+        if raw is None:
             return "check"
-        return "yes" if raw.get("owner") in (None, worker) else "no"
+        status = raw.get("status")
+        if status == "pending":
+            return "yes" if raw.get("owner") in (None, worker) else "no"
+        if status == "in_progress":
+            # Most often a claim still dropping its own ready marker (8 workers racing for the head of
+            # the queue): skip it without a lock. A lease that ended is the abandoned path's business.
+            until = (raw.get("claim") or {}).get("leased_until") if isinstance(raw.get("claim"), dict) else None
+            try:
+                if isinstance(until, str) and parse_iso(until) > self.clock.now_ms():
+                    return "no"
+            except ValueError:
+                pass
+        return "check"
 
     def _ready_candidates(self, p: TeamPaths) -> Iterator[Candidate]:
         # Lazy, bucket by bucket (see base.ready_bucket): a claim usually takes the first candidate,

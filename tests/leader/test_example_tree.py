@@ -35,7 +35,7 @@ PATTERNS: list[tuple[re.Pattern[str], type[Record]]] = [
 NON_JSON = [
     re.compile(r"events/events\.ndjson"),
     re.compile(r"workers/[^/]+/inbox\.md"),
-    re.compile(r"index/ready/\d{10}-\d{9}/\d{10}-\d{12}"),  # ready markers live in buckets
+    re.compile(r"index/ready/\d{10}-\d{10}/\d{10}-\d{12}"),  # ready markers live in buckets
     re.compile(r"index/waiting/\d{10}-\d{12}"),
     re.compile(r"index/claimed/\d+~\d+~\d+~[0-9a-f]{8}"),
     re.compile(r"locks/[a-z0-9-]+\.lock"),

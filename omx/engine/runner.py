@@ -236,8 +236,13 @@ class Runner:
 
     def _renew_loop(self, claimed: Claimed, cancel: threading.Event, lost: threading.Event,
                     stop: threading.Event) -> None:
+        # Fixed rate, from each renewal's *start*: a renewal held up by a slow fsync (hundreds of ms
+        # on a busy disk) must not push the next one past the lease, as "wait lease/3 after the last
+        # one returned" would.
         every = max(0.05, claimed.lease_ms / 3000)
-        while not stop.wait(every):
+        next_at = time.monotonic() + every
+        while not stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at = time.monotonic() + every
             try:
                 self.source.renew(claimed)
             except LeaseLost as exc:

@@ -55,6 +55,39 @@ def ready_bucket(key: str) -> str:
     return key[:21]
 
 
+BUCKET_LEN = 21
+KEY_LEN = 23
+
+
+def migrate_ready(p: TeamPaths, entries: list[str]) -> None:
+    """Move ready markers that are not in their bucket (state from an older omx) to where they belong.
+
+    Before buckets, markers sat directly in ``ready/`` (23-character names); an earlier layout used
+    1000-id buckets (20-character folder names). A rename is all it takes, and doing it twice is
+    harmless: a marker is an empty file whose name says everything.
+    """
+    for entry in entries:
+        if len(entry) == BUCKET_LEN:
+            continue
+        src = p.ready / entry
+        names = [entry] if len(entry) == KEY_LEN and src.is_file() else None
+        if names is None:
+            try:
+                names = os.listdir(src)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        for name in names:
+            if len(name) != KEY_LEN:
+                continue
+            dest = ready_marker(p, name)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(src if src.is_file() else src / name, dest)
+        if src.is_dir():
+            with contextlib.suppress(OSError):
+                os.rmdir(src)
+
+
 def ready_marker(p: TeamPaths, key: str) -> Path:
     """Where the ready marker of sort key ``key`` lives."""
     return p.ready / ready_bucket(key) / key
@@ -290,7 +323,9 @@ class StoreBase:
         for bucket in os.listdir(p.ready):
             try:
                 yield from ((p.ready / bucket, n) for n in os.listdir(p.ready / bucket))
-            except (FileNotFoundError, NotADirectoryError):
+            except NotADirectoryError:
+                yield p.ready, bucket  # a marker from before buckets: rebuild_index replaces it
+            except FileNotFoundError:
                 continue
         for d in (p.waiting, p.claimed):
             yield from ((d, n) for n in os.listdir(d))

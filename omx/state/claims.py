@@ -36,7 +36,7 @@ from omx.errors import (
 from omx.models import TERMINAL, Claim, Task, TeamConfig
 from omx.pids import pid_alive
 from omx.state import names
-from omx.state.base import key_task_id
+from omx.state.base import BUCKET_LEN, key_task_id, migrate_ready
 from omx.state.locks import locked, try_locked
 from omx.state.paths import TeamPaths
 from omx.state.tasks import TaskOps
@@ -229,7 +229,11 @@ class ClaimOps(TaskOps):
         # Lazy, bucket by bucket (see base.ready_bucket): a claim usually takes the first candidate,
         # so only the first non-empty bucket is listed. Empty buckets are removed on the way: rmdir
         # fails on a bucket that just got a marker, and a writer that loses the race re-creates it.
-        for bucket in sorted(os.listdir(p.ready)):
+        entries = os.listdir(p.ready)
+        if any(len(e) != BUCKET_LEN for e in entries):
+            migrate_ready(p, entries)
+            entries = os.listdir(p.ready)
+        for bucket in sorted(entries):
             d = p.ready / bucket
             try:
                 names = os.listdir(d)

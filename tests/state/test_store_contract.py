@@ -410,3 +410,28 @@ class TestIndexDrift:
         assert drift["missing"] == [f"ready/{marker.parent.name}/{marker.name}"]
         assert drift["extra"] == ["claimed/9~1~0~-"]
         assert s.index_drift(T) == drift  # reading changed nothing
+
+
+class TestUpgrade:
+    @pytest.mark.parametrize("layout", ["flat", "1000-id buckets"])
+    def test_ready_markers_of_an_older_layout_are_found(self, s: FileStore, layout: str) -> None:
+        ids = [s.create_task(T, f"t{i}").id for i in range(3)]
+        ready = s.paths(T).ready
+        keys = sorted(f.name for f in ready.rglob("*") if f.is_file())
+        for f in list(ready.rglob("*")):
+            if f.is_file():
+                f.unlink()
+        for d in list(ready.iterdir()):
+            d.rmdir()
+        for key in keys:  # what an older omx left on disk
+            where = ready if layout == "flat" else ready / key[:20]
+            where.mkdir(exist_ok=True)
+            (where / key).touch()
+        assert not s.is_drained(T)
+        got = []
+        while (r := s.claim_next(T, "worker-1")) is not None:
+            got.append(r.task.id)
+            s.transition_task(T, r.task.id, "worker-1", r.token, "completed")
+        assert got == ids
+        assert s.is_drained(T)
+        assert s.index_drift(T) == {"missing": [], "extra": []}

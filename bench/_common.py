@@ -279,3 +279,16 @@ def f_ms(x: float) -> str:
 
 def f_ratio(x: float) -> str:
     return f"{x:.2f}x"
+
+
+def noop_repo(base: Path) -> Path:
+    """A git repo whose WORKFLOW.md runs a no-op ``command`` agent in repository mode (no worktrees)."""
+    repo = base / "repo"
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "WORKFLOW.md").write_text("---\nruntime:\n  kind: command\n  command: [\"true\"]\nworktree:\n"
+                                      "  mode: repository\n---\n{{ task.subject }}\n")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b",
+           "GIT_COMMITTER_EMAIL": "b@x"}
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "init"], check=True, env=env)
+    return repo

@@ -19,21 +19,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OMX, Report, f_ms, median, parse_args, pct, temp_root
+from _common import OMX, Report, f_ms, median, noop_repo, parse_args, pct, temp_root
 
 TEAM = "handoff"
-
-
-def _repo(base: Path) -> Path:
-    repo = base / "repo"
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    (repo / "WORKFLOW.md").write_text("---\nruntime:\n  kind: command\n  command: [\"true\"]\nworktree:\n"
-                                      "  mode: repository\n---\n{{ task.subject }}\n")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b",
-           "GIT_COMMITTER_EMAIL": "b@x"}
-    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
-    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "init"], check=True, env=env)
-    return repo
 
 
 def _wait(cond, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
@@ -48,7 +36,7 @@ def measure_workers(base: Path, samples: int) -> tuple[list[float], list[float]]
     from omx.clock import parse_iso
     from omx.state.filestore import FileStore
 
-    repo = _repo(base)
+    repo = noop_repo(base)
     root = base / "state"
     store = FileStore(root)
     store.create_team(TEAM, workers=["worker-1", "worker-2", "worker-3", "bench"], lease_ms=60_000)

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import OMX, Report, bulk_create_tasks, f_ratio, parse_args, temp_root
+from _common import OMX, Report, bulk_create_tasks, f_ratio, noop_repo, parse_args, temp_root
 from claim_throughput import library_run
 
 TEAM = "swarm"
@@ -25,20 +25,13 @@ TEAM = "swarm"
 def swarm_run(base: Path, workers: int, per_worker: int) -> dict[str, float]:
     from omx.state.filestore import FileStore
 
-    repo = base / "repo"
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    (repo / "WORKFLOW.md").write_text("---\nruntime:\n  kind: command\n  command: [\"true\"]\nworktree:\n"
-                                      "  mode: repository\n---\n{{ task.subject }}\n")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b",
-           "GIT_COMMITTER_EMAIL": "b@x"}
-    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
-    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "init"], check=True, env=env)
+    repo = noop_repo(base)
     root = base / "state"
     store = FileStore(root)
     names = [f"worker-{i}" for i in range(1, workers + 1)]
     store.create_team(TEAM, workers=names, lease_ms=60_000)
     bulk_create_tasks(store, TEAM, workers * per_worker)
-    wenv = {k: v for k, v in env.items() if not k.startswith("OMX_")}
+    wenv = {k: v for k, v in os.environ.items() if not k.startswith("OMX_")}
     wenv["OMX_HOME"] = str(base / "home")
     wenv["OMX_MACHINE_MAX_AGENTS"] = str(workers)
     t0 = time.monotonic()

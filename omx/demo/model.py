@@ -162,19 +162,33 @@ class _Handler(BaseHTTPRequestHandler):
         yield _sse("response.completed", {"response": {"id": rid, "status": "completed", "usage": usage}})
 
 
-def write_codex_home(home: Path, base_url: str) -> Path:
-    """A CODEX_HOME whose config points Codex at ``base_url`` and keeps it off the network."""
-    home.mkdir(parents=True, exist_ok=True)
-    (home / "config.toml").write_text(f'''model = "omx-offline-demo"
-model_provider = "omx_demo"
-approval_policy = "never"
-sandbox_mode = "workspace-write"
+def codex_config_toml(
+    base_url: str,
+    *,
+    model: str = "omx-offline-demo",
+    provider: str = "omx_demo",
+    provider_name: str = "omx offline demo model",
+    approval_policy: str = "never",
+    sandbox_mode: str = "workspace-write",
+    extra: str = "",
+) -> str:
+    """A Codex ``config.toml`` that points Codex at ``base_url`` and keeps it off the network.
+
+    The feature switches are the ones without which Codex 0.169 reaches for the network at start.
+    ``extra`` is appended verbatim (more keys; tables at the end). The tests' fake model uses it too.
+    """
+    q = json.dumps
+    return f"""\
+model = {q(model)}
+model_provider = {q(provider)}
+approval_policy = {q(approval_policy)}
+sandbox_mode = {q(sandbox_mode)}
 web_search = "disabled"
 check_for_update_on_startup = false
 
-[model_providers.omx_demo]
-name = "omx offline demo model"
-base_url = "{base_url}"
+[model_providers.{provider}]
+name = {q(provider_name)}
+base_url = {q(base_url)}
 wire_api = "responses"
 request_max_retries = 0
 stream_max_retries = 0
@@ -196,5 +210,11 @@ enabled = false
 
 [feedback]
 enabled = false
-''')
+{extra}"""
+
+
+def write_codex_home(home: Path, base_url: str) -> Path:
+    """A CODEX_HOME whose config points Codex at the demo model at ``base_url``."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(codex_config_toml(base_url))
     return home

@@ -416,41 +416,13 @@ def codex_config_toml(
 ) -> str:
     """The ``config.toml`` that points Codex at ``base_url`` and keeps it off the network.
 
-    ``extra`` is appended verbatim (more TOML keys, tables at the end).
+    ``extra`` is appended verbatim (more TOML keys, tables at the end). Built by the same function
+    as the shipped offline demo model's (:func:`omx.demo.model.codex_config_toml`).
     """
-    return f"""\
-model = {json.dumps(model)}
-model_provider = "mock_provider"
-approval_policy = {json.dumps(approval_policy)}
-sandbox_mode = {json.dumps(sandbox_mode)}
-web_search = "disabled"
-check_for_update_on_startup = false
+    from omx.demo.model import codex_config_toml as shipped
 
-[model_providers.mock_provider]
-name = "local fake"
-base_url = {json.dumps(base_url)}
-wire_api = "responses"
-request_max_retries = 0
-stream_max_retries = 0
-supports_websockets = false
-
-[features]
-plugins = false
-apps = false
-remote_plugin = false
-tool_suggest = false
-image_generation = false
-goals = false
-
-[agents]
-enabled = false
-
-[analytics]
-enabled = false
-
-[feedback]
-enabled = false
-{extra}"""
+    return shipped(base_url, model=model, provider="mock_provider", provider_name="local fake",
+                   approval_policy=approval_policy, sandbox_mode=sandbox_mode, extra=extra)
 
 
 def write_codex_home(home: Path, base_url: str, **options: Any) -> Path:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from omx.engine.runtimes.lifeline import die_with_parent
+from omx.engine.runtimes import lifeline
 from omx.engine.settings import HookSettings
 from omx.errors import InvalidInput, OmxError
 
@@ -235,14 +235,25 @@ def _spawn_and_wait(
     """``(exit code, timed out, cancelled)``."""
     try:
         # A new session makes the hook a process-group leader, so its children can be killed with it;
-        # the parent-death signal stops it if the worker itself is killed.
+        # the lifeline stops it if the worker itself is killed.
+        spawn_argv, preexec = lifeline.spawn_args(argv, cwd=cwd, env=env)
         proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True,
-            preexec_fn=die_with_parent(),
+            spawn_argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            start_new_session=True, preexec_fn=preexec,
         )
     except OSError as exc:
         err.write(f"omx: cannot start hook in {cwd}: {exc}\n".encode())
         return 127, False, False
+    lifeline.track(proc.pid)  # killed with its group if the worker dies while it runs
+    try:
+        return _wait_hook(proc, timeout_ms, grace_s, cancel)
+    finally:
+        lifeline.untrack(proc.pid)
+
+
+def _wait_hook(
+    proc: subprocess.Popen[bytes], timeout_ms: int, grace_s: float, cancel: threading.Event | None
+) -> tuple[int | None, bool, bool]:
     deadline = time.monotonic() + timeout_ms / 1000
     try:
         while True:

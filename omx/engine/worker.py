@@ -57,6 +57,7 @@ class Worker:
         self.report = WorkerReport()
         self._started = 0
         self._beat_stop = threading.Event()
+        self._idle_due = False
 
     # --- signals ----------------------------------------------------------------------------
 
@@ -130,7 +131,7 @@ class Worker:
             if self.opts.until_empty and not self._active and self.source.drained():
                 self.stop_reason = "the team is drained"  # checked first: no poll_ms wait on an empty team
                 break
-            claimed = self.source.acquire(self.opts.poll_ms)
+            claimed = self._acquire()
             if claimed is None:
                 continue
             if self.stop_reason is not None or self.source.shutdown_requested() is not None:
@@ -139,6 +140,17 @@ class Worker:
                 self.source.release(claimed, "the worker is stopping")
                 continue
             self._start(claimed)
+
+    def _acquire(self) -> Any:
+        if self._idle_due and not self._active:
+            # Just finished: take the next task at once if there is one (no idle/working flip in
+            # the status file and the events for every task), else say idle, then wait.
+            claimed = self.source.acquire(0)
+            if claimed is not None:
+                return claimed
+            self._idle_due = False
+            self._set_status("idle", None)
+        return self.source.acquire(self.opts.poll_ms)
 
     def _start(self, claimed: Any) -> None:
         cancel = threading.Event()
@@ -179,7 +191,7 @@ class Worker:
             for t in done:
                 del self._active[t]
         if done and not self._active and self.stop_reason is None:
-            self._set_status("idle", None)
+            self._idle_due = True  # written by the loop unless the next task is claimed at once
 
     def _drain(self) -> None:
         while self._active:

@@ -393,12 +393,61 @@ def _rev(cwd: Path, ref: str) -> str:
 
 
 def _branch_and_head(cwd: Path) -> tuple[str | None, str]:
-    """The checked-out branch (None when detached) and HEAD's commit, in one git call."""
+    """The checked-out branch (None when detached) and HEAD's commit: from git's files, else one git call."""
+    found = _head_from_files(cwd)
+    if found is not None:
+        return found
     proc = _git(cwd, "rev-parse", "HEAD", "--abbrev-ref", "HEAD", check=False)  # the option applies after it
     lines = proc.stdout.split()
     if proc.returncode != 0 or len(lines) != 2:
         return _current_branch(cwd), _rev(cwd, "HEAD")  # no commit yet, or an odd state: the careful way
     return (None if lines[1] == "HEAD" else lines[1]), lines[0]
+
+
+_SHA = re.compile(r"[0-9a-f]{40}(?:[0-9a-f]{24})?")
+
+
+def _head_from_files(top: Path) -> tuple[str | None, str] | None:
+    """Branch and HEAD commit of the checkout at ``top`` read from ``.git`` without running git.
+
+    Only the plain cases: a ``.git`` directory or ``gitdir:`` file, files-backend refs (loose or in
+    ``packed-refs``). Anything else (reftable, a symbolic ref to a non-branch, an unborn branch, an
+    odd file) answers ``None`` and the caller asks git. A spawn of git costs a few ms; the run loop
+    asks this once per task.
+    """
+    try:
+        dotgit = top / ".git"
+        if dotgit.is_dir():
+            gitdir = common = dotgit
+        else:
+            text = dotgit.read_text(encoding="utf-8").strip()
+            if not text.startswith("gitdir:"):
+                return None
+            gitdir = (top / text[len("gitdir:"):].strip()).resolve()
+            common_file = gitdir / "commondir"
+            common = (gitdir / common_file.read_text(encoding="utf-8").strip()).resolve() \
+                if common_file.exists() else gitdir
+        if (common / "reftable").exists():
+            return None
+        head = (gitdir / "HEAD").read_text(encoding="utf-8").strip()
+        if _SHA.fullmatch(head):
+            return None, head
+        if not head.startswith("ref: refs/heads/"):
+            return None
+        ref = head[len("ref: "):]
+        loose = common / ref
+        if loose.is_file():
+            sha = loose.read_text(encoding="utf-8").strip()
+            return (ref[len("refs/heads/"):], sha) if _SHA.fullmatch(sha) else None
+        packed = common / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text(encoding="utf-8").splitlines():
+                sha, _, name = line.partition(" ")
+                if name == ref and _SHA.fullmatch(sha):
+                    return ref[len("refs/heads/"):], sha
+        return None
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
 
 
 def _current_branch(cwd: Path) -> str | None:
@@ -414,7 +463,10 @@ def _checkout(cwd: Path, ref: str) -> None:
 
 
 def _dirty(cwd: Path) -> bool:
-    return bool(_git(cwd, "status", "--porcelain", "-z", "--untracked-files=all", *_STATUS_SCOPE).stdout)
+    # No optional locks: a status that refreshed the index would take index.lock, which a commit in
+    # the same checkout (repository mode: every worker) may hold at that moment.
+    return bool(_git(cwd, "status", "--porcelain", "-z", "--untracked-files=all", *_STATUS_SCOPE,
+                     env={"GIT_OPTIONAL_LOCKS": "0"}).stdout)
 
 
 def _discard(cwd: Path) -> None:

@@ -36,17 +36,26 @@ class WorkerOps(MailboxOps):
     """identity.json, status.json, heartbeat.json, shutdown-request.json, shutdown-ack.json."""
 
     def _wpath(self, team: str, worker: str, name: str) -> tuple[Any, Path]:
+        """The team's paths and ``workers/<worker>/<name>`` (the directory is made by the first write)."""
         p = self.paths(team)
         self.require_member(self._load_config(p), worker)
-        d = p.worker_dir(worker)
-        d.mkdir(parents=True, exist_ok=True)
-        return p, d / name
+        return p, p.worker_dir(worker) / name
+
+    @staticmethod
+    def _write(path: Path, data: dict[str, Any], *, durable: bool = True) -> None:
+        # No mkdir before every write (a running worker writes its status twice a task): only when
+        # the directory is not there yet.
+        try:
+            atomic.write_json(path, data, durable=durable)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_json(path, data, durable=durable)
 
     def write_identity(self, team: str, worker: str, **fields: Any) -> WorkerIdentity:
         p, path = self._wpath(team, worker, "identity.json")
         _, at = self.now()
         ident = _validated(WorkerIdentity, {"started_at": at, **fields, "name": worker, "team": team})
-        atomic.write_json(path, ident.to_dict())
+        self._write(path, ident.to_dict())
         self._emit(p, "worker_registered", worker=worker, data={"pid": ident.pid, "host": ident.host})
         return ident
 
@@ -60,7 +69,7 @@ class WorkerOps(MailboxOps):
         _, at = self.now()
         st = _validated(WorkerStatus, {"state": state, "current_task_id": current_task_id, "reason": reason,
                                        "updated_at": at})
-        atomic.write_json(path, st.to_dict(), durable=False)
+        self._write(path, st.to_dict(), durable=False)
         self._emit(p, "worker_state_changed", worker=worker, task_id=current_task_id, reason=reason,
                    data={"state": state})
         return st
@@ -80,7 +89,7 @@ class WorkerOps(MailboxOps):
             "pid": pid if pid is not None else os.getpid(), "last_beat_at": at, "alive": alive,
             "turn_count": turn_count if turn_count is not None else (old.turn_count if old else 0),
         })
-        atomic.write_json(path, hb.to_dict(), durable=False)
+        self._write(path, hb.to_dict(), durable=False)
         return hb
 
     def read_heartbeat(self, team: str, worker: str) -> Heartbeat | None:
@@ -91,7 +100,7 @@ class WorkerOps(MailboxOps):
         p, path = self._wpath(team, worker, "shutdown-request.json")
         _, at = self.now()
         req = _validated(ShutdownRequest, {"requested_by": requested_by, "requested_at": at, "reason": reason})
-        atomic.write_json(path, req.to_dict())
+        self._write(path, req.to_dict())
         self._emit(p, "shutdown_requested", worker=worker, reason=reason, data={"requested_by": requested_by})
         return req
 
@@ -103,7 +112,7 @@ class WorkerOps(MailboxOps):
         p, path = self._wpath(team, worker, "shutdown-ack.json")
         _, at = self.now()
         ack = _validated(ShutdownAck, {"worker": worker, "status": status, "reason": reason, "updated_at": at})
-        atomic.write_json(path, ack.to_dict())
+        self._write(path, ack.to_dict())
         self._emit(p, "shutdown_ack", worker=worker, reason=reason, data={"status": status})
         return ack
 

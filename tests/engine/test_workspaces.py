@@ -386,6 +386,31 @@ def test_repository_mode_is_the_repo_as_it_is(repo: Path) -> None:
     assert branch(repo) == "main"
 
 
+def test_head_read_from_files_agrees_with_git(repo: Path, task_mode: WorktreeSettings, tmp_path: Path) -> None:
+    from omx.engine.workspaces import _head_from_files
+
+    def by_git(cwd: Path) -> tuple[str | None, str]:
+        b = git(cwd, "rev-parse", "--abbrev-ref", "HEAD")
+        return (None if b == "HEAD" else b), head(cwd)
+
+    assert _head_from_files(repo) == by_git(repo) == ("main", head(repo))  # a loose ref
+    ws = prepare_workspace(repo, task_mode, "alpha", "7")  # a linked worktree: .git is a file
+    (ws.path / "a.txt").write_text("a")
+    commit_changes(ws, "in the worktree", "worker-1", "worker-1@omx.invalid")
+    assert _head_from_files(ws.path) == by_git(ws.path) == ("omx/alpha/7", head(ws.path))
+    git(repo, "pack-refs", "--all")  # refs only in packed-refs
+    assert not (repo / ".git" / "refs" / "heads" / "main").exists()
+    assert _head_from_files(repo) == by_git(repo)
+    assert _head_from_files(ws.path) == by_git(ws.path)
+    git(repo, "checkout", "-q", "--detach")
+    assert _head_from_files(repo) == by_git(repo) == (None, head(repo))
+    unborn = tmp_path / "unborn"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(unborn)], check=True)
+    assert _head_from_files(unborn) is None  # no commit yet: the caller asks git, which explains
+    with pytest.raises(WorkspaceError, match="first commit"):
+        prepare_workspace(unborn, WorktreeSettings(mode="repository"), "alpha", "1")
+
+
 def test_remove_workspace(repo: Path, task_mode: WorktreeSettings) -> None:
     keep = prepare_workspace(repo, task_mode, "alpha", "1")
     gone = prepare_workspace(repo, task_mode, "alpha", "2")

@@ -1,26 +1,62 @@
-"""Tie a child process's life to the thread that started it (Linux ``PR_SET_PDEATHSIG``).
+"""Children die with the worker that started them, even when the worker is SIGKILLed.
 
 Agents and hooks run in their own session (so one ``killpg`` stops their helpers too), which also
-means nothing stops them when the worker is SIGKILLed: the next worker would then run a second agent
-in the same worktree. With the parent-death signal the kernel sends SIGKILL to the child the moment
-its parent goes away, however it went. Elsewhere this is a no-op.
+means nothing stops them when the worker dies without cleaning up: the next worker would then run a
+second agent in the same worktree. Two ways to prevent it; :func:`spawn_args` and :func:`track` pick:
 
-Note: the signal follows the *thread* that forked the child; omx starts agents and hooks from the
-thread that waits for them, so the child is gone or reaped before that thread ends.
+* **the keeper** (default on POSIX): one small helper process per worker, started once, reading a
+  pipe only the worker holds. The worker writes ``+<pgid>`` when it starts a child and ``-<pgid>``
+  once it has reaped it. When the worker dies, however it dies, the kernel closes the pipe; the
+  keeper reads end-of-file and SIGKILLs every process group still on its list, then exits. A spawn
+  stays a plain ``vfork`` + ``exec`` (~1 ms), and the lifeline belongs to the process, not to the
+  thread that spawned the child, so a long-lived child may be started from any thread.
+* **the parent-death signal** (``PR_SET_PDEATHSIG`` from a ``preexec_fn``): the fallback when the
+  keeper cannot start. Any ``preexec_fn`` forces a full ``fork`` of the worker and Python code in the
+  child (~9 ms a spawn, measured with a 50 MB worker), and the signal follows the *thread* that
+  forked the child.
+
+The keeper ignores SIGINT and SIGHUP (a Ctrl-C or a closed terminal reaches the whole foreground
+group; the worker handles those itself, and the keeper must outlive it to do its job). If the keeper
+itself is killed, the next spawn starts a new one. Not covered: a worker killed in the microseconds
+between a child's ``exec`` and the ``+`` line.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import signal
+import subprocess
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
 
+#: Set to "preexec" to use the parent-death signal instead of the keeper (tests; odd systems).
+MODE_ENV = "OMX_LIFELINE"
+
+_KEEPER = r"""
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGHUP, signal.SIG_IGN)
+groups = set()
+for line in sys.stdin.buffer:
+    op, _, pid = line.strip().partition(b" ")
+    if pid.isdigit():
+        (groups.add if op == b"+" else groups.discard)(int(pid))
+for pgid in groups:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
 
 def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` for ``subprocess.Popen`` (None where unsupported)."""
+    """A ``preexec_fn`` arming ``PR_SET_PDEATHSIG`` (None where unsupported)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -38,3 +74,103 @@ def die_with_parent() -> Callable[[], None] | None:
             os._exit(1)
 
     return arm
+
+
+class _Keeper:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pid = 0  # the worker process the keeper belongs to (a fork must start its own)
+        self._groups: set[int] = set()
+
+    def _ensure(self) -> subprocess.Popen[bytes] | None:
+        proc = self._proc
+        if proc is not None and self._pid == os.getpid() and proc.poll() is None:
+            return proc
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", _KEEPER], stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True,
+            )
+        except OSError:
+            return None
+        if self._proc is None:
+            atexit.register(self.close)  # a clean exit lets it go at once (and reaps it)
+        self._proc, self._pid = proc, os.getpid()
+        for pgid in self._groups:  # a keeper that was killed: the new one takes over its list
+            self._send(proc, f"+ {pgid}\n")
+        return proc
+
+    @staticmethod
+    def _send(proc: subprocess.Popen[bytes], line: str) -> bool:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(line.encode())
+            proc.stdin.flush()
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def available(self) -> bool:
+        with self._lock:
+            return self._ensure() is not None
+
+    def track(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.add(pgid)
+            proc = self._ensure()
+            if proc is not None and not self._send(proc, f"+ {pgid}\n"):
+                proc = self._ensure()  # it died since the check: a new one gets the whole list
+            if proc is None:
+                return
+
+    def untrack(self, pgid: int) -> None:
+        with self._lock:
+            self._groups.discard(pgid)
+            proc = self._proc
+            if proc is not None and self._pid == os.getpid():
+                self._send(proc, f"- {pgid}\n")
+
+    def close(self) -> None:
+        """Let the keeper go (it kills any group still listed, as if the worker had died)."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is not None and self._pid == os.getpid():
+                with contextlib.suppress(OSError, ValueError):
+                    assert proc.stdin is not None
+                    proc.stdin.close()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+
+
+_keeper = _Keeper()
+
+
+def _use_keeper() -> bool:
+    return os.name == "posix" and os.environ.get(MODE_ENV) != "preexec" and _keeper.available()
+
+
+def spawn_args(
+    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]
+) -> tuple[list[str], Callable[[], None] | None]:
+    """``(argv, preexec_fn)`` for a ``Popen`` (with ``start_new_session=True``) of a child that must die
+    with this worker. With the keeper the ``preexec_fn`` is ``None``; call :func:`track` with the
+    child's pid right after ``Popen`` and :func:`untrack` once it is reaped."""
+    return list(argv), (None if _use_keeper() else die_with_parent())
+
+
+def track(pgid: int) -> None:
+    """Kill process group ``pgid`` if this worker dies before :func:`untrack`."""
+    if os.name == "posix" and os.environ.get(MODE_ENV) != "preexec":
+        _keeper.track(pgid)
+
+
+def untrack(pgid: int) -> None:
+    """The group's leader was reaped and the group swept: forget it."""
+    if os.name == "posix" and os.environ.get(MODE_ENV) != "preexec":
+        _keeper.untrack(pgid)
+
+
+def close() -> None:
+    """Stop this worker's keeper (tests; a worker does not need to: it goes when the worker goes)."""
+    _keeper.close()

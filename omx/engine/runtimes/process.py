@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from omx.engine.runtimes.lifeline import die_with_parent
+from omx.engine.runtimes import lifeline
 from omx.pids import pid_alive as pid_alive  # re-exported: runtimes and their tests use it from here
 
 #: The longest stdout line kept whole; the rest of a longer line is dropped (and said so).
@@ -81,8 +81,9 @@ class ChildProcess:
         self._stderr: deque[str] = deque(maxlen=STDERR_LINES)
         self._send_lock = threading.Lock()
         try:
+            spawn_argv, preexec = lifeline.spawn_args(self.argv, cwd=cwd, env=env)  # it dies with the worker
             self.proc = subprocess.Popen(
-                self.argv,
+                spawn_argv,
                 cwd=cwd,
                 env=dict(env),
                 stdin=subprocess.PIPE,
@@ -90,11 +91,12 @@ class ChildProcess:
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # its own process group: one killpg reaches its children too
                 close_fds=True,
-                preexec_fn=die_with_parent(),  # and it dies with the worker, even by SIGKILL
+                preexec_fn=preexec,  # None with the keeper: a vfork, several times faster than fork
             )
         except OSError as exc:
             raise SpawnError(f"cannot start {self.argv[0]!r}: {exc.strerror or exc}") from exc
         self.pid = self.proc.pid
+        lifeline.track(self.pid)  # its group is killed if this worker dies before stop() reaps it
         assert self.proc.stdout is not None
         assert self.proc.stderr is not None
         self._threads = [
@@ -224,6 +226,8 @@ class ChildProcess:
         if self.wait(close_wait_s) is None:
             self.terminate(grace_s)
         self.signal_group(signal.SIGKILL)
+        if self.proc.poll() is not None:
+            lifeline.untrack(self.pid)
         for thread in self._threads:
             thread.join(timeout=1.0)
         for stream in (self.proc.stdout, self.proc.stderr):

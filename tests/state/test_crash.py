@@ -402,7 +402,7 @@ def test_release_killed_before_its_task_write_keeps_one_holder(
     tmp_path: Path, omx_api: Api, wait_until: Callable[..., Any]
 ) -> None:
     root = tmp_path / "state"
-    store = _team(root, "crash", lease_ms=800, n_tasks=2, workers=3)
+    store = _team(root, "crash", lease_ms=4_000, n_tasks=2, workers=3)  # outlives a slow CLI call under load
     p = TeamPaths.of(root, "crash")
     first = store.claim_task("crash", "1", "worker-1")
     ready_marker(p, sort_key(first.task)).parent.mkdir(parents=True, exist_ok=True)
@@ -415,7 +415,7 @@ def test_release_killed_before_its_task_write_keeps_one_holder(
     # The stray ready marker is skipped while the lease lives, and removed once the task moves on (below).
     assert first.task.claim is not None
     until = parse_iso(first.task.claim.leased_until)
-    wait_until(lambda: now_ms() > until, 10, "the lease to end")
+    wait_until(lambda: now_ms() > until, 15, "the lease to end")
     r = store.claim_next("crash", "worker-2")
     assert r is not None
     store.transition_task("crash", "1", "worker-2", r.token, "completed")

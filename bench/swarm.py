@@ -35,15 +35,18 @@ def swarm_run(base: Path, workers: int, per_worker: int) -> dict[str, float]:
     wenv["OMX_HOME"] = str(base / "home")
     wenv["OMX_MACHINE_MAX_AGENTS"] = str(workers)
     t0 = time.monotonic()
+    c0 = os.times()
     procs = [subprocess.Popen([OMX, "team", "worker", "--team", TEAM, "--name", w, "--root", str(root),
                                "--repo", str(repo), "--until-empty"], env=wenv,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for w in names]
     codes = [p.wait(timeout=3600) for p in procs]
     seconds = time.monotonic() - t0
+    c1 = os.times()  # the workers and everything they ran (agents, git), once reaped
+    cpu_s = (c1.children_user - c0.children_user) + (c1.children_system - c0.children_system)
     s = store.summary(TEAM)
     if any(codes) or s["counts"]["completed"] != workers * per_worker:
         raise SystemExit(f"swarm did not complete every task: exits {codes}, counts {s['counts']}")
-    return {"tasks": workers * per_worker, "seconds": seconds}
+    return {"tasks": workers * per_worker, "seconds": seconds, "cpu_s": cpu_s}
 
 
 def main() -> int:
@@ -58,6 +61,10 @@ def main() -> int:
     ratio = swarm_tps / store_tps
     rep.info("store: claim-next + complete, 8 library processes (baseline)", f"{store_tps:.0f} tasks/s")
     rep.info("swarm: 8 `omx team worker` processes (incl. their start-up)", f"{swarm_tps:.0f} tasks/s")
+    store_cpu = (store_run.get("user_s", 0.0) + store_run.get("sys_s", 0.0)) / store_run["tasks"] * 1000
+    swarm_cpu = sw["cpu_s"] / sw["tasks"] * 1000
+    rep.info("CPU per task: store loop / swarm (workers + agents + git, start-up included)",
+             f"{store_cpu:.1f} / {swarm_cpu:.1f} ms")
     rep.goal("swarm / store throughput", f_ratio(ratio), "≥ 0.50", ratio >= 0.5,
              baseline=f"{store_tps:.0f} tasks/s")
     rep.data = {"store": store_run, "swarm": sw}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,8 @@ class MachineSlots:
         self._held: set[int] = set()
         self._lock = threading.Lock()
         self._preferred = os.getpid() % self.maximum
+        # The files close with the object too (a worker that never calls close(), a test's store).
+        self._finalizer = weakref.finalize(self, _close_all, self._files)
 
     def _file(self, number: int) -> IO[Any]:
         fh = self._files.get(number)
@@ -104,7 +107,11 @@ class MachineSlots:
     def close(self) -> None:
         """Close the slot files (releasing any slot still held)."""
         with self._lock:
-            for fh in self._files.values():
-                fh.close()
-            self._files.clear()
+            _close_all(self._files)
             self._held.clear()
+
+
+def _close_all(files: dict[int, IO[Any]]) -> None:
+    for fh in files.values():
+        fh.close()
+    files.clear()

@@ -111,3 +111,20 @@ def test_slot_files_keep_the_portalocker_names(tmp_path: Path) -> None:
     names = os.listdir(tmp_path / "slots")
     assert len(names) == 1 and names[0] in {f"omx-agent.{i:02d}.lock" for i in range(3)}
     slots.close()
+
+
+def test_a_dropped_slots_object_closes_its_files_without_a_warning(tmp_path: Path) -> None:
+    import gc
+    import warnings
+
+    slots = MachineSlots(2, tmp_path / "slots")
+    with slots.hold(threading.Event()):
+        pass
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del slots
+        gc.collect()
+    assert [w for w in caught if issubclass(w.category, ResourceWarning)] == []
+    again = MachineSlots(1, tmp_path / "slots")
+    assert again.try_acquire() is not None  # nothing is left locked
+    again.close()

@@ -37,13 +37,25 @@ _CHECKS: dict[str, Any] = {
 }
 
 
+_MISSING: Any = object()
+_PLAIN, _NESTED, _LIST = 0, 1, 2
+
+
 class Record:
     """Hand-written validation from the dataclass's own annotations (strict: no coercion)."""
 
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}
     MINIMUM: ClassVar[dict[str, int]] = {}
     NESTED: ClassVar[dict[str, type[Record]]] = {}
+    NESTED_LISTS: ClassVar[dict[str, type[Record]]] = {}
     _spec: ClassVar[list[tuple[str, str, bool, bool]]]  # name, base type, optional, required
+    # Per class, built once from _spec (task files are read and written several times per claim):
+    # (name, base, optional, required, check, kind) — kind: plain value, nested record, list of records,
+    # with a plain field's choices/minimum folded into ``kind`` = -1 (checked by _value, rarely).
+    _plan: ClassVar[list[tuple[str, str, bool, bool, Any, int]]]
+    _known: ClassVar[frozenset[str]]
+    _names: ClassVar[tuple[str, ...]]
+    _convert: ClassVar[tuple[str, ...]]  # fields to_dict must look into (records, lists of them, Any)
 
     @classmethod
     def _fields(cls) -> list[tuple[str, str, bool, bool]]:
@@ -62,29 +74,52 @@ class Record:
         return spec
 
     @classmethod
+    def _compiled(cls) -> list[tuple[str, str, bool, bool, Any, int]]:
+        plan = cls.__dict__.get("_plan")
+        if plan is None:
+            plan = []
+            convert = []
+            for name, base, optional, required in cls._fields():
+                if name in cls.NESTED:
+                    kind = _NESTED
+                elif base in cls.NESTED_LISTS:
+                    kind = _LIST
+                elif name in cls.CHOICES or name in cls.MINIMUM:
+                    kind = -1
+                else:
+                    kind = _PLAIN
+                if kind in (_NESTED, _LIST) or base == "Any":
+                    convert.append(name)
+                # "Any" accepts None whatever the annotation says (as _value always did)
+                plan.append((name, base, optional or base == "Any", required, _CHECKS.get(base), kind))
+            cls._names = tuple(f[0] for f in cls._fields())
+            cls._known = frozenset(cls._names)
+            cls._convert = tuple(convert)
+            cls._plan = plan
+        return plan
+
+    @classmethod
     def from_dict(cls, data: object) -> Self:
         """Validate ``data`` and build the record; raise ``ValueError`` naming the first bad field."""
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         kwargs: dict[str, Any] = {}
-        for name, base, optional, required in cls._fields():
-            if name not in data:
+        for name, base, optional, required, check, kind in cls.__dict__.get("_plan") or cls._compiled():
+            v = data.get(name, _MISSING)
+            if v is _MISSING:
                 if required:
                     raise ValueError(f"{name}: field required")
                 continue
-            v = data[name]
-            if v is None and (optional or base == "Any"):
+            if v is None and optional:
                 kwargs[name] = None
-                continue
-            kwargs[name] = cls._value(name, base, optional, v)
-        known = {f[0] for f in cls._fields()}
-        extra = {k: v for k, v in data.items() if k not in known}
+            elif kind == _PLAIN and check is not None and check(v):
+                kwargs[name] = v
+            else:
+                kwargs[name] = cls._value(name, base, optional and base != "Any", v)
         obj = cls(**kwargs)
-        if extra:
-            obj.extra = extra  # type: ignore[attr-defined]
+        if not cls._known.issuperset(data):
+            obj.extra = {k: v for k, v in data.items() if k not in cls._known}  # type: ignore[attr-defined]
         return obj
-
-    NESTED_LISTS: ClassVar[dict[str, type[Record]]] = {}
 
     @classmethod
     def _value(cls, name: str, base: str, optional: bool, v: object) -> Any:
@@ -111,24 +146,35 @@ class Record:
 
     def to_dict(self, *, exclude_none: bool = False) -> dict[str, Any]:
         """The record as JSON-ready data (unknown fields from the file included)."""
-        out: dict[str, Any] = {}
-        for name, _base, _opt, _req in self._fields():
-            v = getattr(self, name)
+        cls = type(self)
+        if "_plan" not in cls.__dict__:
+            cls._compiled()
+        values = self.__dict__
+        out: dict[str, Any] = {name: values[name] for name in cls._names}
+        for name in cls._convert:
+            v = out[name]
             if isinstance(v, Record):
-                v = v.to_dict(exclude_none=exclude_none)
+                out[name] = v.to_dict(exclude_none=exclude_none)
             elif isinstance(v, list) and v and isinstance(v[0], Record):
-                v = [x.to_dict(exclude_none=exclude_none) for x in v]
-            if v is None and exclude_none:
-                continue
-            out[name] = v
-        extra = getattr(self, "extra", None)
+                out[name] = [x.to_dict(exclude_none=exclude_none) for x in v]
+        if exclude_none:
+            out = {k: v for k, v in out.items() if v is not None}
+        extra = values.get("extra")
         if extra:
             out.update(extra)
         return out
 
     def replace(self, **changes: Any) -> Self:
-        """A copy with ``changes`` (unknown fields carried over)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+        """A copy with ``changes`` (unknown fields carried over; nested values shared, as dataclasses.replace)."""
+        cls = type(self)
+        if "_plan" not in cls.__dict__:
+            cls._compiled()
+        if not cls._known.issuperset(changes) and any(k != "extra" for k in changes if k not in cls._known):
+            return dataclasses.replace(self, **changes)  # type: ignore[type-var]  # its TypeError names the field
+        new = object.__new__(cls)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
 
 
 @dataclass

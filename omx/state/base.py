@@ -15,6 +15,7 @@ opens the task under its lock, and :meth:`StoreBase.rebuild_index` rebuilds the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from omx.clock import SYSTEM_CLOCK, Clock, iso
+from omx.clock import SYSTEM_CLOCK, Clock, iso, parse_iso
 from omx.errors import CorruptState, TaskNotFound, TeamNotFound
 from omx.models import Event, Task, TeamConfig
 from omx.state import atomic
@@ -93,24 +94,67 @@ def ready_marker(p: TeamPaths, key: str) -> Path:
     return p.ready / ready_bucket(key) / key
 
 
+@functools.lru_cache(maxsize=64)
 def host_tag(host: str) -> str:
     return hashlib.sha256(host.encode()).hexdigest()[:8]
 
 
-def _touch(path: Path) -> None:
+@functools.lru_cache(maxsize=256)
+def lease_end_ms(leased_until: str) -> int:
+    # A claim's lease is parsed for its marker when the claim is written and again when it ends.
+    return parse_iso(leased_until)
+
+
+_iso_second: tuple[int, str] = (-1, "")  # the last whole second fast_iso formatted, and its text
+
+
+def fast_iso(ms: int) -> str:
+    """:func:`omx.clock.iso`, formatting each second once (a claim and its completion stamp ~5 times)."""
+    global _iso_second
+    sec, text = _iso_second  # one tuple, read once: safe against a thread replacing it meanwhile
+    if sec != ms // 1000:
+        sec, text = ms // 1000, iso(ms - ms % 1000)[:-4]  # "...HH:MM:SS."
+        _iso_second = (sec, text)
+    return f"{text}{ms % 1000:03d}Z"
+
+
+_MARKER_FLAGS = os.O_CREAT | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+
+
+def _touch(path: str | Path) -> None:
     # A reader may remove an empty ready bucket between our mkdir and our open: try again.
     for _ in range(100):
         try:
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+            os.close(os.open(path, _MARKER_FLAGS, 0o644))
             return
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+            os.makedirs(os.path.dirname(os.fspath(path)), exist_ok=True)
+    os.close(os.open(path, _MARKER_FLAGS, 0o644))
 
 
-def _unlink(path: Path) -> None:
+def _link(src: str, dest: str) -> bool:
+    """Make marker ``dest`` a second name of marker ``src``; False if that cannot be done (then touch it).
+
+    A marker is an empty file whose name says everything, so the new one may share the old one's inode:
+    a hard link allocates no inode. That matters on ext4 without a journal, where every new inode first
+    scans past the inodes freed in the last minute or more (a busy team frees thousands) — a claim's
+    marker used to cost more CPU than its two durable writes.
+    """
+    try:
+        os.link(src, dest)
+    except FileExistsError:
+        return True  # already there: as good as made
+    except (OSError, NotImplementedError):
+        return False  # src gone (healed, or a crash), bucket removed, or no hard links here
+    return True
+
+
+def _unlink(path: str | Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
 
 class StoreBase:
@@ -122,32 +166,52 @@ class StoreBase:
         self.host = socket.gethostname()
         self.host_tag = host_tag(self.host)
         self._config_cache: dict[str, tuple[tuple[int, int, int], TeamConfig]] = {}
+        self._paths_cache: dict[str, TeamPaths] = {}
+        self._spread_until: dict[str, float] = {}  # team -> when claim-next stops spreading (claims.py)
 
     # --- teams ------------------------------------------------------------------------------
 
+    def _team_paths(self, team: str) -> TeamPaths:
+        # One TeamPaths per team and store: its paths are built once, not on every call.
+        p = self._paths_cache.get(team) if type(team) is str else None
+        if p is None:
+            p = TeamPaths.of(self.root, team)
+            if len(self._paths_cache) < 1024:
+                self._paths_cache[team] = p
+        return p
+
     def paths(self, team: str) -> TeamPaths:
         """Validated paths of an existing team (:class:`TeamNotFound` otherwise)."""
-        p = TeamPaths.of(self.root, team)
-        if not p.config.exists():
+        p = self._team_paths(team)
+        if not os.path.exists(p.config_s):
             raise TeamNotFound(f"no team {team!r} under {self.root}", team=team)
         return p
+
+    def _team(self, team: str) -> tuple[TeamPaths, TeamConfig]:
+        """:meth:`paths` and the config with one ``stat``; the config is shared: do not change it."""
+        p = self._team_paths(team)
+        try:
+            return p, self._load_config(p, copy=False)
+        except FileNotFoundError:
+            raise TeamNotFound(f"no team {team!r} under {self.root}", team=team) from None
 
     def read_config(self, team: str) -> TeamConfig:
         """The team's ``config.json``."""
         p = self.paths(team)
         return self._load_config(p)
 
-    def _load_config(self, p: TeamPaths) -> TeamConfig:
+    def _load_config(self, p: TeamPaths, *, copy: bool = True) -> TeamConfig:
         # config.json changes rarely (team creation, each create-task): reuse the parsed copy while
         # the file's identity (inode, size, mtime) is unchanged — a stat instead of read + parse.
-        st = os.stat(p.config)
+        # ``copy=False`` hands out the cached object itself, for callers that only read it.
+        st = os.stat(p.config_s)
         key = (st.st_ino, st.st_size, st.st_mtime_ns)
         cached = self._config_cache.get(p.team)
         if cached is not None and cached[0] == key:
-            return cached[1].replace()
+            return cached[1].replace() if copy else cached[1]
         cfg = self._parse_config(p)
         self._config_cache[p.team] = (key, cfg)
-        return cfg.replace()
+        return cfg.replace() if copy else cfg
 
     def _parse_config(self, p: TeamPaths) -> TeamConfig:
         data = atomic.read_json(p.config)
@@ -159,12 +223,12 @@ class StoreBase:
 
     def now(self) -> tuple[int, str]:
         ms = self.clock.now_ms()
-        return ms, iso(ms)
+        return ms, fast_iso(ms)
 
     # --- tasks ------------------------------------------------------------------------------
 
     def _load_task(self, p: TeamPaths, tid: str) -> Task:
-        path = p.task(tid)
+        path = p.task_file(tid)
         try:
             data = atomic.read_json(path)
         except FileNotFoundError:
@@ -172,18 +236,18 @@ class StoreBase:
         try:
             task: Task = Task.from_dict(data)
         except ValueError as exc:
-            raise CorruptState(f"{path}: invalid task ({exc})", path=str(path)) from None
+            raise CorruptState(f"{path}: invalid task ({exc})", path=path) from None
         if task.id != tid:
-            raise CorruptState(f"{path}: holds task id {task.id!r}", path=str(path))
+            raise CorruptState(f"{path}: holds task id {task.id!r}", path=path)
         return task
 
-    def _save_task(self, p: TeamPaths, task: Task) -> None:
-        atomic.write_json(p.task(task.id), task.to_dict())
+    def _save_task(self, p: TeamPaths, task: Task, *, reuse: str | None = None) -> None:
+        atomic.write_json(p.task_file(task.id), task.to_dict(), reuse=reuse)
 
     def _raw_task(self, p: TeamPaths, tid: str) -> dict[str, Any] | None:
         """A task file as a plain dict from a lock-free read (files are replaced whole); None if unreadable."""
         try:
-            data = json.loads(p.task(tid).read_bytes())
+            data = json.loads(atomic.read_bytes(p.task_file(tid)))
         except (OSError, ValueError):
             return None
         return data if isinstance(data, dict) else None
@@ -218,10 +282,8 @@ class StoreBase:
         c = task.claim
         if task.status != "in_progress" or c is None:
             return None
-        from omx.clock import parse_iso
-
         host = host_tag(c.host) if c.host else "-"
-        return f"{task.id}~{parse_iso(c.leased_until)}~{c.pid or 0}~{host}"
+        return f"{task.id}~{lease_end_ms(c.leased_until)}~{c.pid or 0}~{host}"
 
     def _commit(self, p: TeamPaths, old: Task | None, new: Task) -> None:
         """Write ``new`` and move its markers, crash-safely (call only while holding the task's lock).
@@ -229,25 +291,39 @@ class StoreBase:
         Markers the new state needs are made *before* the file is written and obsolete ones removed
         *after*, so a crash at any point leaves extra markers, never missing ones; extra markers are
         removed by the next locked reader that finds them (:meth:`_heal_marker`).
+
+        Inodes are recycled, because making one is what costs on ext4 without a journal
+        (:func:`_link`): a new marker is a hard link to an obsolete one where there is one (claim links
+        the ready marker to the claimed name, release links it back, renew to the new lease's name),
+        and an obsolete marker left over (a task finishing) is the task file's temp file
+        (:func:`omx.state.atomic.write_bytes` ``reuse``). Either way the old name goes only after the
+        write, as before.
         """
         want = self._desired_markers(p, new)
+        had = self._desired_markers(p, old) if old is not None else set()
+        gone = [f"{d}/{name}" for d, name in had - want]
+        spare = gone[0] if gone else None  # an obsolete marker: its inode can serve once more
         for d, name in want:
-            _touch(d / name)
-        self._save_task(p, new)
-        if old is not None:
-            for d, name in self._desired_markers(p, old) - want:
-                _unlink(d / name)
+            dest = f"{d}/{name}"
+            if spare is not None and (d, name) not in had and _link(spare, dest):
+                spare = None  # it now has the new marker's name as well: not a temp file
+            else:
+                _touch(dest)
+        # A marker retired with no new one to take its place (a task finishing) becomes the temp file.
+        self._save_task(p, new, reuse=spare)
+        for path in gone:
+            _unlink(path)
 
     def _ensure_markers(self, p: TeamPaths, task: Task) -> None:
         """Make sure the markers ``task``'s state calls for exist (lock held)."""
         for d, name in self._desired_markers(p, task):
-            _touch(d / name)
+            _touch(f"{d}/{name}")
 
     def _heal_marker(self, p: TeamPaths, d: Path, name: str, task: Task | None) -> None:
         """Remove marker ``d/name`` if ``task`` (as read under its lock; None = gone) does not call for it."""
         want = self._desired_markers(p, task) if task is not None else set()
         if (d, name) not in want:
-            _unlink(d / name)
+            _unlink(f"{d}/{name}")
 
     # --- events -----------------------------------------------------------------------------
 
@@ -274,9 +350,12 @@ class StoreBase:
             reason=reason,
             data=data or {},
         )
-        line = (json.dumps(ev.to_dict(exclude_none=True), ensure_ascii=False) + "\n").encode()
+        line = atomic.dumps(ev.to_dict(exclude_none=True))
         # One write() on an O_APPEND descriptor: concurrent appenders never interleave within a line.
-        fd = os.open(p.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(p.events_s, _APPEND_FLAGS)  # no O_CREAT while it exists: see locks._open
+        except FileNotFoundError:
+            fd = os.open(p.events_s, _APPEND_FLAGS | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)
         finally:
@@ -289,10 +368,10 @@ class StoreBase:
         out: set[tuple[Path, str]] = set()
         if task.status == "pending":
             key = sort_key(task)
-            if self.unmet_dependencies(p, task):
+            if task.depends_on and self.unmet_dependencies(p, task):
                 out.add((p.waiting, key))
             else:
-                out.add((p.ready / ready_bucket(key), key))
+                out.add((p.bucket(ready_bucket(key)), key))
         marker = self._claimed_marker(task)
         if marker:
             out.add((p.claimed, marker))

@@ -15,12 +15,14 @@ import hmac
 import itertools
 import os
 import secrets
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omx.clock import iso, parse_iso
+from omx.clock import iso
 from omx.errors import (
     AlreadyTerminal,
     BlockedDependency,
@@ -36,12 +38,19 @@ from omx.errors import (
 from omx.models import TERMINAL, Claim, Task, TeamConfig
 from omx.pids import pid_alive
 from omx.state import names
-from omx.state.base import BUCKET_LEN, key_task_id, migrate_ready
+from omx.state.base import BUCKET_LEN, key_task_id, lease_end_ms, migrate_ready
 from omx.state.locks import locked, try_locked
 from omx.state.paths import TeamPaths
 from omx.state.tasks import TaskOps
 
 Candidate = tuple[Path, str, str]  # (index dir, marker name, task id)
+
+#: After claim-next loses a race (a busy lock, or a task taken under its feet), the same store keeps
+#: spreading its claims over the ready queue for this long (see :meth:`ClaimOps.claim_next`).
+SPREAD_S = 1.0
+#: How many same-priority ready tasks at the head of the queue a spreading claim-next chooses among,
+#: per worker of the team (8 workers: the first 32).
+SPREAD_PER_WORKER = 4
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,7 @@ class ClaimOps(TaskOps):
         c = task.claim
         if c is None:
             return "expired"
-        if parse_iso(c.leased_until) <= now_ms:
+        if lease_end_ms(c.leased_until) <= now_ms:
             return "expired"
         if c.pid and c.host == self.host and not pid_alive(c.pid):
             return "orphaned"
@@ -137,11 +146,10 @@ class ClaimOps(TaskOps):
         pid: int | None = None,
     ) -> ClaimResult:
         """Claim one task by id. ``pid`` (the worker's long-lived process) lets a dead holder be reclaimed at once."""
-        p = self.paths(team)
+        p, cfg = self._team(team)
         tid = names.task_id(task_id)
-        cfg = self._load_config(p)
         self.require_member(cfg, worker)
-        with locked(p.task_lock(tid)):
+        with locked(p.task_lock_file(tid)):
             result = self._claim_locked(p, cfg, tid, worker, pid=pid, expected_version=expected_version)
         assert result is not None
         return result
@@ -153,31 +161,55 @@ class ClaimOps(TaskOps):
         priority (higher first) and id. Tasks pre-assigned to another worker are skipped. A task
         whose lock is busy is skipped on the first pass (someone is claiming it) and retried last.
         A marker that turns out not to match its task file is removed on the way.
+
+        Under contention the order is relaxed within one priority. When this store's claim-next lost
+        a race in the last :data:`SPREAD_S` seconds (a task's lock busy, or a task claimed by someone
+        else between the listing and the look), it prefers, among the first ``SPREAD_PER_WORKER`` x
+        team-size ready tasks of the head priority, those whose id modulo the team size is the
+        worker's index in the team, then the next index's, and so on: eight workers then stop queueing
+        for the same head task. A worker may so take a ready task of the best priority that is not the
+        lowest id; never one of a lower priority while a better one is free. When nobody else is
+        claiming, the order is exact.
         """
-        p = self.paths(team)
-        cfg = self._load_config(p)
+        p, cfg = self._team(team)
         self.require_member(cfg, worker)
-        now_ms, _ = self.now()
+        now_ms = self.clock.now_ms()
+        ready: Iterable[Candidate] = self._ready_candidates(p)
+        n = len(cfg.workers)
+        if n > 1 and time.monotonic() < self._spread_until.get(p.team, 0.0):
+            ready = _spread(ready, cfg.worker_names().index(worker), n, SPREAD_PER_WORKER * n)
         busy: list[Candidate] = []
-        for cand in itertools.chain(self._abandoned(p, now_ms), self._ready_candidates(p)):
-            d, _, tid = cand
-            if d != p.claimed:
-                look = self._looks_claimable(p, tid, worker)
-                if look == "no":
-                    continue
-            with try_locked(p.task_lock(tid)) as got:
+        lost = False
+        try:
+            for cand in itertools.chain(self._abandoned(p, now_ms), ready):
+                d, name, tid = cand
+                if d is not p.claimed:
+                    look = self._look(p, tid, worker)
+                    if look == "no":
+                        continue
+                    if look == "held":
+                        # Claimed since we listed it if its marker is gone; a marker still there is a
+                        # crash's leftover (healed once the task moves on), not somebody claiming.
+                        lost = lost or not os.path.exists(f"{d}/{name}")
+                        continue
+                with try_locked(p.task_lock_file(tid)) as got:
+                    if got:
+                        result = self._claim_or_heal(p, cfg, cand, worker, pid)
                 if not got:
+                    lost = True
                     busy.append(cand)
                     continue
-                result = self._claim_or_heal(p, cfg, cand, worker, pid)
-            if result is not None:
-                return result
-        for cand in busy:
-            with locked(p.task_lock(cand[2])):
-                result = self._claim_or_heal(p, cfg, cand, worker, pid)
-            if result is not None:
-                return result
-        return None
+                if result is not None:
+                    return result
+            for cand in busy:
+                with locked(p.task_lock_file(cand[2])):
+                    result = self._claim_or_heal(p, cfg, cand, worker, pid)
+                if result is not None:
+                    return result
+            return None
+        finally:
+            if lost:
+                self._spread_until[p.team] = time.monotonic() + SPREAD_S
 
     def _claim_or_heal(self, p: TeamPaths, cfg: TeamConfig, cand: Candidate, worker: str, pid: int | None
                        ) -> ClaimResult | None:
@@ -193,12 +225,13 @@ class ClaimOps(TaskOps):
 
     def _abandoned(self, p: TeamPaths, now_ms: int) -> list[Candidate]:
         out = []
+        me = os.getpid()
         for name in os.listdir(p.claimed):
             parts = name.split("~")
             if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit() or not parts[0].isdigit():
                 continue
             until, pid, host = int(parts[1]), int(parts[2]), parts[3]
-            if until <= now_ms or (pid and host == self.host_tag and not pid_alive(pid)):
+            if until <= now_ms or (pid and pid != me and host == self.host_tag and not _holder_alive(pid)):
                 out.append((p.claimed, name, str(int(parts[0]))))
         return sorted(out, key=lambda c: int(c[2]))
 
@@ -208,6 +241,11 @@ class ClaimOps(TaskOps):
         ``check`` means the marker may be stale (the file is not pending, or unreadable): the caller
         takes the lock and heals it. Tasks pre-assigned to another worker are skipped without a lock.
         """
+        look = self._look(p, tid, worker)
+        return "no" if look == "held" else look
+
+    def _look(self, p: TeamPaths, tid: str, worker: str) -> str:
+        """:meth:`_looks_claimable`, telling ``held`` (in progress, live lease: a lost race) from ``no``."""
         raw = self._raw_task(p, tid)
         if raw is None:
             return "check"
@@ -217,10 +255,11 @@ class ClaimOps(TaskOps):
         if status == "in_progress":
             # Most often a claim still dropping its own ready marker (8 workers racing for the head of
             # the queue): skip it without a lock. A lease that ended is the abandoned path's business.
-            until = (raw.get("claim") or {}).get("leased_until") if isinstance(raw.get("claim"), dict) else None
+            claim = raw.get("claim")
+            until = claim.get("leased_until") if isinstance(claim, dict) else None
             try:
-                if isinstance(until, str) and parse_iso(until) > self.clock.now_ms():
-                    return "no"
+                if isinstance(until, str) and lease_end_ms(until) > self.clock.now_ms():
+                    return "held"
             except ValueError:
                 pass
         return "check"
@@ -234,7 +273,7 @@ class ClaimOps(TaskOps):
             migrate_ready(p, entries)
             entries = os.listdir(p.ready)
         for bucket in sorted(entries):
-            d = p.ready / bucket
+            d = p.bucket(bucket)
             try:
                 names = os.listdir(d)
             except (FileNotFoundError, NotADirectoryError):
@@ -259,17 +298,16 @@ class ClaimOps(TaskOps):
             raise LeaseExpired(f"task {tid} is {task.status}; the claim is gone", task_id=tid)
         if c.owner != worker or not hmac.compare_digest(c.token_sha256, hash_token(token)):
             raise InvalidToken(f"worker {worker} with this token does not hold task {tid}", task_id=tid)
-        if parse_iso(c.leased_until) <= now_ms:
+        if lease_end_ms(c.leased_until) <= now_ms:
             raise LeaseExpired(f"the lease on task {tid} expired at {c.leased_until}", task_id=tid)
         return task
 
     def renew_claim(self, team: str, task_id: str | int, worker: str, claim_token: str) -> Task:
         """Extend the lease by the team's ``lease_ms`` from now."""
-        p = self.paths(team)
+        p, cfg = self._team(team)
         tid = names.task_id(task_id)
         _check_token(claim_token)
-        cfg = self._load_config(p)
-        with locked(p.task_lock(tid)):
+        with locked(p.task_lock_file(tid)):
             now_ms, at = self.now()
             old = self._holder_check(p, tid, worker, claim_token, now_ms)
             assert old.claim is not None
@@ -293,7 +331,7 @@ class ClaimOps(TaskOps):
             raise InvalidTransition(f"only in_progress tasks transition, not {from_status!r}", from_status=from_status)
         if error is not None and not isinstance(error, str):
             raise InvalidInput("error must be a string", field="error")
-        with locked(p.task_lock(tid)):
+        with locked(p.task_lock_file(tid)):
             now_ms, at = self.now()
             old = self._holder_check(p, tid, worker, claim_token, now_ms)
             new = old.replace(**{
@@ -313,7 +351,7 @@ class ClaimOps(TaskOps):
         p = self.paths(team)
         tid = names.task_id(task_id)
         _check_token(claim_token)
-        with locked(p.task_lock(tid)):
+        with locked(p.task_lock_file(tid)):
             # A holder may give back a task even after its lease ran out, as long as nobody took it.
             _, at = self.now()
             old = self._holder_check(p, tid, worker, claim_token, 0)
@@ -329,7 +367,7 @@ class ClaimOps(TaskOps):
         p = self.paths(team)
         out = []
         for d, name, tid in self._abandoned(p, self.clock.now_ms()):
-            with locked(p.task_lock(tid)):
+            with locked(p.task_lock_file(tid)):
                 try:
                     old: Task | None = self._load_task(p, tid)
                 except (TaskNotFound, CorruptState):
@@ -346,6 +384,84 @@ class ClaimOps(TaskOps):
                 self._emit(p, "claim_expired", worker=old.owner, task_id=tid, reason=self._lease_state(old, now_ms))
                 out.append({"task_id": tid, "previous_owner": old.owner, "reason": self._lease_state(old, now_ms)})
         return out
+
+
+_STAT_FDS: dict[int, int] = {}  # pid -> open /proc/<pid>/stat of the process that had that pid when seen alive
+_STAT_FDS_MAX = 64
+_STAT_LOCK = threading.Lock()
+
+
+def _reset_stat_lock() -> None:
+    # In a forked child: a fresh lock (the parent's may have been held by another thread at the
+    # fork); the inherited descriptors still name the same processes and stay usable.
+    global _STAT_LOCK
+    _STAT_LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_stat_lock)
+
+
+def _holder_alive(pid: int) -> bool:
+    """:func:`omx.pids.pid_alive`, answered from a kept-open ``/proc/<pid>/stat`` while that process lives.
+
+    claim-next checks every local holder's pid on every call (8 workers: 7 pids per claim); reading a
+    descriptor kept open costs a fifth of ``kill`` + open + read + close. The descriptor belongs to the
+    process it was opened for, so "running" from it means that process still has the pid; any other
+    answer (gone, zombie, unreadable) is re-asked of :func:`pid_alive` afresh, which may find a new
+    process with the same pid, exactly as it always would.
+    """
+    with _STAT_LOCK:
+        fd = _STAT_FDS.pop(pid, None)
+        if fd is not None:
+            try:
+                stat = os.pread(fd, 512, 0)
+                running = stat.rsplit(b")", 1)[-1].split()[0] not in (b"Z", b"X")
+            except (OSError, IndexError):
+                running = False
+            if running:
+                _STAT_FDS[pid] = fd
+                return True
+            os.close(fd)
+        if not pid_alive(pid):
+            return False
+        if len(_STAT_FDS) < _STAT_FDS_MAX:
+            with contextlib.suppress(OSError):
+                _STAT_FDS[pid] = os.open(f"/proc/{pid}/stat", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        return True
+
+
+def _spread(cands: Iterable[Candidate], slot: int, n: int, window: int) -> Iterator[Candidate]:
+    """``cands`` with the first ``window`` of the head priority reordered for worker ``slot`` of ``n``.
+
+    Within the window: ids congruent to ``slot`` modulo ``n`` first (yielded as they are met, so a
+    claim that takes the first one lists no further), then ``slot + 1``'s, …, each in id order; the
+    rest of the queue follows unchanged. Ready markers are named ``<prio>-<id>``.
+    """
+    it = iter(cands)
+    others: list[Candidate] = []
+    prio = None
+    for seen, cand in enumerate(it, start=1):
+        p = cand[1][:10]
+        if prio is None:
+            prio = p
+        elif p != prio:
+            others.sort(key=lambda c: (int(c[2]) - slot) % n)  # stable: id order within a residue
+            yield from others
+            yield cand
+            break
+        if int(cand[2]) % n == slot:
+            yield cand
+        else:
+            others.append(cand)
+        if seen >= window:
+            others.sort(key=lambda c: (int(c[2]) - slot) % n)
+            yield from others
+            break
+    else:
+        others.sort(key=lambda c: (int(c[2]) - slot) % n)
+        yield from others
+    yield from it
 
 
 def _check_token(token: object) -> None:

@@ -17,7 +17,7 @@ import errno
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from omx.errors import LockTimeout
@@ -29,14 +29,24 @@ except ImportError:  # pragma: no cover - not POSIX
 
 DEFAULT_TIMEOUT_S = 30.0
 _POLL_S = 0.001
+_FLAGS = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
+
+LockPath = str | os.PathLike[str]
 
 
-def _open(path: Path) -> int:
+def _open(path: LockPath) -> int:
+    # Without O_CREAT first: an O_CREAT open takes the folder's inode lock exclusively even when the
+    # file exists, and every claim opens lock files in the same folder. Lock files are never deleted,
+    # so the create path runs once per file.
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        return os.open(path, _FLAGS)
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        pass
+    try:
+        return os.open(path, _FLAGS | os.O_CREAT, 0o644)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+        return os.open(path, _FLAGS | os.O_CREAT, 0o644)
 
 
 def _try_flock(fd: int) -> bool:
@@ -49,48 +59,89 @@ def _try_flock(fd: int) -> bool:
         raise
 
 
-@contextmanager
-def locked(path: Path, timeout: float = DEFAULT_TIMEOUT_S) -> Iterator[None]:
-    """Hold the lock at ``path`` for the ``with`` body; raise :class:`LockTimeout` after ``timeout`` s."""
-    if fcntl is None:  # pragma: no cover
-        with _filelock(path, timeout):
-            yield
-        return
-    fd = _open(path)
-    try:
-        if not _try_flock(fd):
-            deadline = time.monotonic() + timeout
-            delay = _POLL_S
-            while not _try_flock(fd):
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(f"could not lock {path} within {timeout:g}s", path=str(path))
-                time.sleep(delay)
-                delay = min(delay * 2, 0.02)
-        _test_delay_hook(path)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the flock
+class locked:
+    """Hold the lock at ``path`` for the ``with`` body; raise :class:`LockTimeout` after ``timeout`` s.
 
+    A class rather than a generator-based context manager: it is entered several times per claim.
+    """
 
-@contextmanager
-def try_locked(path: Path) -> Iterator[bool]:
-    """Like :func:`locked` but never waits: yields ``False`` when someone else holds it."""
-    if fcntl is None:  # pragma: no cover
-        try:
-            with _filelock(path, 0):
-                yield True
-        except LockTimeout:
-            yield False
-        return
-    fd = _open(path)
-    try:
-        if not _try_flock(fd):
-            yield False
+    __slots__ = ("_cm", "_fd", "_path", "_timeout")
+
+    def __init__(self, path: LockPath, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        self._path = path
+        self._timeout = timeout
+        self._fd = -1
+        self._cm: AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> None:
+        path = self._path
+        if fcntl is None:  # pragma: no cover
+            self._cm = _filelock(Path(path), self._timeout)
+            self._cm.__enter__()
             return
-        _test_delay_hook(path)
-        yield True
-    finally:
-        os.close(fd)
+        fd = _open(path)
+        try:
+            if not _try_flock(fd):
+                deadline = time.monotonic() + self._timeout
+                delay = _POLL_S
+                while not _try_flock(fd):
+                    if time.monotonic() >= deadline:
+                        raise LockTimeout(f"could not lock {os.fspath(path)} within {self._timeout:g}s",
+                                          path=os.fspath(path))
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.02)
+            _test_delay_hook(path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def __exit__(self, *exc: object) -> None:
+        if self._cm is not None:  # pragma: no cover
+            self._cm.__exit__(None, None, None)
+            return
+        os.close(self._fd)  # closing the descriptor releases the flock
+
+
+class try_locked:
+    """Like :class:`locked` but never waits: in ``with try_locked(path) as got:``, ``got`` is False when it is held."""
+
+    __slots__ = ("_cm", "_fd", "_path")
+
+    def __init__(self, path: LockPath) -> None:
+        self._path = path
+        self._fd = -1
+        self._cm: AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> bool:
+        path = self._path
+        if fcntl is None:  # pragma: no cover
+            self._cm = _filelock(Path(path), 0)
+            try:
+                self._cm.__enter__()
+            except LockTimeout:
+                self._cm = None
+                return False
+            self._fd = 0
+            return True
+        fd = _open(path)
+        try:
+            if not _try_flock(fd):
+                os.close(fd)
+                return False
+            _test_delay_hook(path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._cm is not None:  # pragma: no cover
+            self._cm.__exit__(None, None, None)
+        elif self._fd >= 0 and fcntl is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+        self._fd = -1
 
 
 @contextmanager
@@ -110,14 +161,14 @@ def _filelock(path: Path, timeout: float) -> Iterator[None]:  # pragma: no cover
         lock.release()
 
 
-def _test_delay_hook(path: Path) -> None:
+def _test_delay_hook(path: LockPath) -> None:
     # Test-only: OMX_TEST_LOCK_DELAY="<substring>:<seconds>" sleeps inside the critical section of
     # matching locks and drops a "<lock>.held" marker first, so a test can SIGKILL a holder there.
     spec = os.environ.get("OMX_TEST_LOCK_DELAY")
     if not spec:
         return
     needle, _, secs = spec.rpartition(":")
-    if needle and needle in path.name:
+    if needle and needle in os.path.basename(os.fspath(path)):
         marker = os.environ.get("OMX_TEST_LOCK_MARKER")
         if marker:
             Path(marker).write_text(str(os.getpid()))

@@ -49,6 +49,28 @@ class TeamPaths:
     def task(self, task_id: str) -> Path:
         return _child(self.tasks, f"task-{task_id}.json")
 
+    # The hot path (claim, transition) names files as plain strings: no pathlib object per call.
+
+    @cached_property
+    def tasks_s(self) -> str:
+        return os.fspath(self.tasks)
+
+    def task_file(self, task_id: str) -> str:
+        """:meth:`task` as a ``str``."""
+        return f"{self.tasks_s}/task-{task_id}.json"
+
+    @cached_property
+    def locks_s(self) -> str:
+        return os.fspath(self.locks)
+
+    def task_lock_file(self, task_id: str) -> str:
+        """:meth:`task_lock` as a ``str``."""
+        return f"{self.locks_s}/task-{task_id}.lock"
+
+    def bucket(self, name: str) -> Path:
+        """The ready bucket folder ``name`` (one :class:`Path` per bucket, reused)."""
+        return _child(self.ready, name)
+
     @cached_property
     def ready(self) -> Path:
         """Marker index of claimable tasks: one empty file per task, named by its sort key."""
@@ -88,6 +110,14 @@ class TeamPaths:
     @cached_property
     def events(self) -> Path:
         return self.events_dir / "events.ndjson"
+
+    @cached_property
+    def events_s(self) -> str:
+        return os.fspath(self.events)
+
+    @cached_property
+    def config_s(self) -> str:
+        return os.fspath(self.config)
 
     def all_dirs(self) -> list[Path]:
         return [self.tasks, self.ready, self.waiting, self.claimed, self.locks, self.events_dir,

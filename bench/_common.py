@@ -92,8 +92,8 @@ def bulk_create_tasks(store: Any, team: str, n: int, prefix: str = "task") -> li
 
     Uses the store's own task writer and marker indexer (``_commit``, or ``_save_task`` + ``_reindex``
     in older stores) under the team lock, and bumps ``next_task_id`` once: files, markers and config
-    are what ``create_task`` writes, minus the per-task config rewrite, the ``task_created`` event and
-    fsync. Falls back to ``create_task`` (fsync still skipped) if neither internal exists.
+    and lock files are what ``create_task`` writes, minus the per-task config rewrite, the
+    ``task_created`` event and fsync. Falls back to ``create_task`` (fsync still skipped) if neither internal exists.
     """
     from omx.models import Task
 
@@ -118,6 +118,8 @@ def bulk_create_tasks(store: Any, team: str, n: int, prefix: str = "task") -> li
             else:
                 store._save_task(p, task)
                 store._reindex(p, None, task)
+            # create_task writes a new task under its lock, so a real task has its lock file.
+            os.close(os.open(p.task_lock(tid), os.O_RDWR | os.O_CREAT, 0o644))
             ids.append(tid)
         cfg.next_task_id = first + n
         atomic.write_json(p.config, cfg.to_dict())

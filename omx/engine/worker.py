@@ -128,7 +128,7 @@ class Worker:
             if len(self._active) >= self.opts.max_concurrent:
                 self._wait_any()
                 continue
-            if self.opts.until_empty and not self._active and self.source.drained():
+            if self.opts.until_empty and not self._active and not self._idle_due and self.source.drained():
                 self.stop_reason = "the team is drained"  # checked first: no poll_ms wait on an empty team
                 break
             claimed = self._acquire()
@@ -149,6 +149,9 @@ class Worker:
             if claimed is not None:
                 return claimed
             self._idle_due = False
+            if self.opts.until_empty and self.source.drained():  # only now: not once per task
+                self.stop_reason = "the team is drained"
+                return None
             self._set_status("idle", None)
         return self.source.acquire(self.opts.poll_ms)
 

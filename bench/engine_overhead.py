@@ -20,7 +20,17 @@ machine hits all alike:
 Goal (issue): median(omx worker) / median(runtime, in-process) <= 1.2. A profile of an in-process worker
 run (timers wrapped around each phase) and the CLI's start-up cost say where the rest of the time goes.
 
-    .venv/bin/python bench/engine_overhead.py [--quick] [--json] [--samples N]
+The worker keeps one ``codex app-server`` for all its tasks and starts it as soon as it has read
+WORKFLOW.md's settings, so Codex's own start-up overlaps the rest of the worker's (imports, template,
+startup ACK, claim, worktree): the per-task figure has no server start at all, the one-task figure
+pays the worker's start-up before that spawn (interpreter, ``import omx``, settings).
+
+omx's modules are byte-compiled first (``compileall``), as pip does when it installs omx: with
+``PYTHONDONTWRITEBYTECODE=1`` in the environment (as on the machines these benchmarks run on) every
+fresh worker would otherwise compile omx's source again (~50-100 ms), while its dependencies are
+compiled. ``--no-compile`` measures without.
+
+    .venv/bin/python bench/engine_overhead.py [--quick] [--json] [--samples N] [--no-compile]
 """
 
 from __future__ import annotations
@@ -223,11 +233,15 @@ def phase_timers() -> Iterator[dict[str, float]]:
         (filesource.FileTeamSource, "drained", "store: drained check"),
         (filesource.FileTeamSource, "shutdown_requested", "store: shutdown-request checks"),
         (filesource.FileTeamSource, "read_mail", "store: mailbox reads"),
-        (team_worker, "load_workflow", "WORKFLOW.md load + compile"),
+        (team_worker, "load_workflow", "WORKFLOW.md load (settings)"),
+        (team_worker, "start_app_servers", "app-server pool: spawn the first server"),
+        (Workflow, "compile", "WORKFLOW.md template compile"),
         (runner, "prepare_workspace", "git worktree add"),
         (runner, "commit_changes", "git commit"),
         (Workflow, "render", "prompt render"),
         (app_server.AppServerRuntime, "run", "codex turn (runtime.run)"),
+        (app_server.AppServerPool, "run", "codex turn (pool.run: waits for the server, thread, turn)"),
+        (app_server.AppServerPool, "close", "app-server pool: stop the server"),
     ]
     saved = []
     for owner, name, label in targets:
@@ -282,12 +296,15 @@ def profile_worker(d: Path, env: dict[str, str]) -> dict[str, float]:
 
 
 def process_start(env: dict[str, str], rounds: int) -> dict[str, float]:
-    """Median wall time of: bare interpreter; ``omx team worker --help``; the engine's imports."""
+    """Median wall time of: bare interpreter; what a worker imports before and after it spawns Codex."""
     commands = {
         "python -c pass": [PY, "-c", "pass"],
-        "omx team worker --help (CLI start)": [OMX, "team", "worker", "--help"],
-        "python: import the engine + app-server runtime + jinja2": [
-            PY, "-c", "import omx.engine.team_worker, omx.engine.runtimes.app_server, jinja2.sandbox, yaml"],
+        "python: the worker's imports before it spawns the app-server": [
+            PY, "-c", "import omx.cli.team_worker, omx.engine.team_worker, omx.engine.runtimes.app_server"],
+        "python: all the worker's imports (+ jinja2, runner, store source, loop)": [
+            PY, "-c", "import omx.cli.team_worker, omx.engine.team_worker, omx.engine.runtimes.app_server, yaml, "
+                      "jinja2.sandbox, omx.engine.runner, omx.engine.filesource, omx.engine.worker"],
+        "omx team worker --help (typer: not on the worker's path)": [OMX, "team", "worker", "--help"],
     }
     out: dict[str, list[float]] = {k: [] for k in commands}
     for _ in range(rounds):
@@ -298,8 +315,18 @@ def process_start(env: dict[str, str], rounds: int) -> dict[str, float]:
     return {k: median(v) for k, v in out.items()}
 
 
+def byte_compile() -> str:
+    """Byte-compile the omx package being measured (where ``import omx`` finds it); say where."""
+    import omx
+
+    where = Path(omx.__file__).resolve().parent
+    subprocess.run([PY, "-m", "compileall", "-q", str(where)], check=True, capture_output=True)
+    return str(where)
+
+
 def main() -> int:
-    args = parse_args(__doc__.splitlines()[0], extra=[(("--samples",), {"type": int, "default": None})])
+    args = parse_args(__doc__.splitlines()[0], extra=[(("--samples",), {"type": int, "default": None}),
+                                                      (("--no-compile",), {"action": "store_true"})])
     samples = args.samples or (5 if args.quick else 9)
     rep = Report("engine_overhead", "Engine overhead: one task through `omx team worker` vs the bare Codex turn",
                  args.quick)
@@ -308,6 +335,7 @@ def main() -> int:
         return rep.emit(args.json)
     from tests.fakes.fake_model import FakeModel
 
+    compiled = None if args.no_compile else byte_compile()
     variants: dict[str, Callable[[Path, dict[str, str]], float]] = {
         "omx worker": run_worker,
         f"omx worker, {BATCH} tasks": run_worker_batch,
@@ -364,6 +392,8 @@ def main() -> int:
         rep.info(f"  start-up: {k}", f_ms(v * 1000))
     rep.notes.append(f"{samples} interleaved rounds (shuffled order) after {WARMUP_ROUNDS} warm-up round; fresh "
                      "directories every sample; one fake model (127.0.0.1) answering a shell call then a message")
+    rep.notes.append(f"omx byte-compiled first ({compiled})" if compiled else
+                     "--no-compile: omx's modules as found (with PYTHONDONTWRITEBYTECODE=1, compiled at every start)")
     rep.notes.append("profile: medians of in-process worker runs with timers around each phase (phases overlap: "
                      "the heartbeat and renewal threads run beside them); start-up: fresh processes")
     rep.data = {"samples_ms": {k: [round(x, 1) for x in v] for k, v in times.items()},

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 import omx
 from omx import errors
 
@@ -26,3 +28,10 @@ def test_error_tree() -> None:
     assert issubclass(errors.LockTimeout, TimeoutError)
     assert errors.ERROR_CODES["claim_conflict"] == 1 and errors.ERROR_CODES["invalid_input"] == 2
     assert errors.ERROR_CODES["task_not_found"] == 3
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    from omx.cli import main
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"omx {omx.__version__}\n"

@@ -7,12 +7,9 @@ Commands parse, call one library function, and print; library errors become exit
 
 from __future__ import annotations
 
-import os
 import sys
 
 import typer
-
-from omx.errors import EXIT_INTERNAL, OmxError
 
 app = typer.Typer(
     name="omx",
@@ -52,26 +49,17 @@ _register()
 
 
 def run_app(args: list[str]) -> int:
-    try:
-        rv = app(args=args, prog_name="omx", standalone_mode=False)
-    except OmxError as exc:
-        print(f"omx: error: {exc.message} [{exc.code}]", file=sys.stderr)
-        return exc.exit_status
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    except KeyboardInterrupt:
-        print("omx: interrupted", file=sys.stderr)
+    from omx.cli.exits import guarded
+
+    return guarded(lambda: app(args=args, prog_name="omx", standalone_mode=False), _click_error)
+
+
+def _click_error(exc: Exception) -> int | None:
+    # typer vendors click; its usage errors carry show() and exit_code.
+    if hasattr(exc, "show") and hasattr(exc, "exit_code"):
+        exc.show()
+        return int(exc.exit_code)
+    if type(exc).__name__ == "Abort":
+        print("Aborted.", file=sys.stderr)
         return 130
-    except Exception as exc:
-        # typer vendors click; its usage errors carry show() and exit_code.
-        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
-            exc.show()
-            return int(exc.exit_code)
-        if type(exc).__name__ == "Abort":
-            print("Aborted.", file=sys.stderr)
-            return 130
-        if os.environ.get("OMX_DEBUG"):
-            raise
-        print(f"omx: internal error: {type(exc).__name__}: {exc} (set OMX_DEBUG=1 for a traceback)", file=sys.stderr)
-        return EXIT_INTERNAL
-    return rv if isinstance(rv, int) else 0
+    return None

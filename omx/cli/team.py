@@ -156,27 +156,12 @@ def worker(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="log every step to stderr"),
 ) -> None:
     """Run a worker: ACK the leader, then claim, run and report tasks until stopped or drained."""
-    import logging
-    import os
+    # `omx team worker` normally takes the fast path in omx.cli.team_worker; this is its typer face
+    # (help, usage errors, and whatever the fast path's parser leaves to typer).
+    from omx.cli.team_worker import run_worker
 
-    from omx.engine.team_worker import run_team_worker
-    from omx.state import names
-
-    if shutdown_policy not in ("finish", "interrupt"):
-        raise InvalidInput("--shutdown-policy must be finish or interrupt")
-    if team is None or name is None:
-        env = os.environ.get("OMX_TEAM_WORKER")
-        if not env:
-            raise InvalidInput("name the worker: --team and --name, or OMX_TEAM_WORKER=<team>/<worker>")
-        env_team, env_name = names.parse_worker_env(env)
-        team, name = team or env_team, name or env_name
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    report = run_team_worker(store=_store(root), team=team, worker=name, repo=repo, workflow_path=workflow,
-                             until_empty=until_empty, max_tasks=max_tasks, shutdown_policy=shutdown_policy,
-                             poll_ms=poll_ms)
-    typer.echo(f"{team}/{name}: {report.completed} completed, {report.failed} failed, {report.released} released"
-               f" — {report.reason}")
+    run_worker(team=team, name=name, root=root, repo=repo, workflow=workflow, until_empty=until_empty,
+               max_tasks=max_tasks, shutdown_policy=shutdown_policy, poll_ms=poll_ms, verbose=verbose)
 
 
 def setup(

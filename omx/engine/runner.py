@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from omx.engine.hooks import HookContext, HookFailed, HookRunner
-from omx.engine.runtimes.base import RunRequest, RunResult, RuntimeEvent, make_runtime
+from omx.engine.runtimes.base import RunRequest, RunResult, Runtime, RuntimeEvent, make_runtime
+from omx.engine.runtimes.base import agent_env as agent_env  # re-exported: callers import it from here
 from omx.engine.settings import RuntimeSettings
 from omx.engine.slots import MachineSlots
 from omx.engine.source import Activity, Claimed, LeaseLost, WorkSource
@@ -26,21 +27,6 @@ from omx.engine.workspaces import Workspace, commit_changes, prepare_workspace, 
 from omx.errors import InvalidInput, OmxError
 
 log = logging.getLogger("omx.worker")
-
-#: Environment variables never passed to the agent: omx's own and anything that looks like a secret.
-_SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL", "PRIVATE_KEY")
-_KEEP = ("OPENAI_API_KEY", "CODEX_API_KEY")  # the agent's own model credentials are the agent's business
-
-
-def agent_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The agent's environment: the worker's, minus omx/platform state and secrets."""
-    env = dict(os.environ if base is None else base)
-    for k in list(env):
-        upper = k.upper()
-        if upper.startswith("OMX_") or (any(m in upper for m in _SECRET_MARKERS) and upper not in _KEEP):
-            del env[k]
-    return env
-
 
 def check_runtime(settings: RuntimeSettings, env: dict[str, str] | None = None) -> None:
     """Refuse to start a worker whose agent program cannot be found on the agent's ``PATH``.
@@ -86,6 +72,7 @@ class RunnerConfig:
     namespace: str  # workspace namespace: the team name, or the platform worker id
     worker: str
     slots: MachineSlots | None = None
+    runtime: Runtime | None = None  # one runtime for every run (the worker's app-server pool), else one per run
 
 
 class Runner:
@@ -96,6 +83,7 @@ class Runner:
         self.cfg = cfg
         self.settings = cfg.workflow.settings
         self.hooks = HookRunner(self.settings.hooks, logger=log)
+        self._agent_env = agent_env()  # once: filtering os.environ costs ~1 ms, and it does not change
         self.turns = 0
 
     def run(self, claimed: Claimed, cancel: threading.Event) -> Outcome:
@@ -186,8 +174,8 @@ class Runner:
 
     def _run_agent(self, claimed: Claimed, prompt: str, ws: Workspace, cancel: threading.Event) -> RunResult:
         rt = self.settings.runtime
-        runtime = make_runtime(rt)
-        env = agent_env()
+        runtime = self.cfg.runtime or make_runtime(rt)
+        env = dict(self._agent_env)
         if rt.kind == "command":
             # A command runtime is the user's own script: give it the task's plain facts (never its text).
             env.update({"OMX_TASK_ID": self._ctx(claimed, ws).task_id, "OMX_TEAM": self.cfg.namespace,

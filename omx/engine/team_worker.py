@@ -1,30 +1,84 @@
-"""Assemble a file-team worker: store source + workflow + runner + loop."""
+"""Assemble a file-team worker: store source + workflow + runner + loop.
+
+Start-up order matters for the first task's latency: the settings are read first (no Jinja yet), then
+the ``codex app-server`` is started, and everything else — the template, the rest of the engine's
+imports, the startup ACK, the claim, the worktree — happens while Codex starts up beside it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from omx.engine.filesource import FileTeamSource
-from omx.engine.runner import Runner, RunnerConfig, check_runtime
-from omx.engine.slots import MachineSlots
-from omx.engine.worker import Worker, WorkerOptions, WorkerReport
-from omx.engine.workflow import load_workflow
-from omx.state.filestore import FileStore
+from omx.engine.workflow import load_workflow, runs_codex_app_server
+
+if TYPE_CHECKING:
+    from omx.engine.runtimes.app_server import AppServerPool
+    from omx.engine.settings import RuntimeSettings
+    from omx.engine.worker import WorkerReport
+    from omx.state.filestore import FileStore
 
 
 def run_team_worker(
     *, store: FileStore, team: str, worker: str, repo: Path, workflow_path: Path | None = None,
     until_empty: bool = False, max_tasks: int | None = None, shutdown_policy: str = "finish", poll_ms: int = 1_000,
-    install_signals: bool = True,
+    install_signals: bool = True, after_spawn: Callable[[], object] | None = None,
 ) -> WorkerReport:
-    """Run ``team``/``worker`` until it is told to stop (or the team drains, with ``until_empty``)."""
+    """Run ``team``/``worker`` until it is told to stop (or the team drains, with ``until_empty``).
+
+    ``after_spawn`` is called once the agent server is starting (or would have been): the place for
+    set-up the server need not wait for, such as the CLI's logging configuration.
+    """
     repo = repo.resolve()
-    wf = load_workflow(workflow_path, repo)
-    check_runtime(wf.settings.runtime)  # before the ACK: a worker that cannot run an agent must not claim work
-    source = FileTeamSource(store, team, worker)
-    runner = Runner(source, RunnerConfig(repo=repo, workflow=wf, namespace=team, worker=worker,
-                                         slots=MachineSlots()))
-    opts = WorkerOptions(max_concurrent=wf.settings.agent.max_concurrent_agents, until_empty=until_empty,
-                         poll_ms=poll_ms, shutdown_policy=shutdown_policy, max_tasks=max_tasks,
-                         install_signals=install_signals)
-    return Worker(source, runner, opts).run()
+    # Codex first when WORKFLOW.md plainly runs it (read without YAML): its start-up is the longest
+    # wait of the first task. The parsed settings decide: a wrong guess only started a server for nothing.
+    pool = start_app_servers(None, repo) if runs_codex_app_server(workflow_path, repo) else None
+    try:
+        wf = load_workflow(workflow_path, repo, compile=False)
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
+    runtime = wf.settings.runtime
+    if pool is not None and (runtime.kind != "codex-app-server" or runtime.command):
+        pool.close()  # guessed wrong
+        pool = None
+    if pool is None:
+        pool = start_app_servers(runtime, repo)
+    try:
+        if after_spawn is not None:
+            after_spawn()
+        wf.compile()
+        from omx.engine.filesource import FileTeamSource
+        from omx.engine.runner import Runner, RunnerConfig, check_runtime
+        from omx.engine.slots import MachineSlots
+        from omx.engine.worker import Worker, WorkerOptions
+
+        check_runtime(wf.settings.runtime)  # before the ACK: a worker that cannot run an agent must not claim work
+        source = FileTeamSource(store, team, worker)
+        runner = Runner(source, RunnerConfig(repo=repo, workflow=wf, namespace=team, worker=worker,
+                                             slots=MachineSlots(), runtime=pool))
+        opts = WorkerOptions(max_concurrent=wf.settings.agent.max_concurrent_agents, until_empty=until_empty,
+                             poll_ms=poll_ms, shutdown_policy=shutdown_policy, max_tasks=max_tasks,
+                             install_signals=install_signals)
+        return Worker(source, runner, opts).run()
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def start_app_servers(settings: RuntimeSettings | None, repo: Path) -> AppServerPool | None:
+    """For an app-server workflow, the worker's server pool with its first server already starting.
+
+    ``settings`` ``None``: the default runtime settings (before WORKFLOW.md is parsed).
+    """
+    if settings is not None and settings.kind != "codex-app-server":
+        return None
+    from omx.engine.runtimes.app_server import AppServerPool
+    from omx.engine.runtimes.base import agent_env
+    from omx.engine.settings import RuntimeSettings
+
+    pool = AppServerPool(repo)
+    pool.prestart(settings or RuntimeSettings(), agent_env())
+    return pool

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from jinja2.sandbox import SandboxedEnvironment
 
 WORKFLOW_FILE = "WORKFLOW.md"
+#: Text that makes a template more than plain text: Jinja's delimiters, and "\r" (Jinja normalizes newlines).
+_JINJA_MARKS = ("{{", "{%", "{#", "\r")
 #: The variables omx passes to the template. ``issue`` (Symphony's name) is a view of ``task``.
 TEMPLATE_VARIABLES = frozenset({"task", "team", "worker", "attempt", "session"})
 
@@ -101,6 +104,33 @@ class Workflow:
     template_line: int = 1
     variables: frozenset[str] = frozenset()
     _template: Template | None = field(default=None, repr=False, compare=False)
+    _plain: bool = field(default=False, repr=False, compare=False)  # no Jinja syntax: the prompt is the text
+
+    def compile(self) -> None:
+        """Compile the template and look at the variables it uses (once; :func:`load_workflow` does it).
+
+        Separate so that a worker can start its agent server between reading the settings and
+        paying for Jinja (~50 ms to import it and compile a template). A body with no Jinja syntax
+        at all renders as itself: Jinja is not needed for it.
+
+        Raises:
+            WorkflowTemplateError: a syntax error in the template (with the file's line).
+        """
+        if self._template is not None or self._plain:
+            return
+        if not any(mark in self.template_source for mark in _JINJA_MARKS):
+            self._plain = True
+            return
+        self._template = _compile(self.template_source, self.label, self.template_line)
+        from jinja2 import meta
+
+        self.variables = frozenset(meta.find_undeclared_variables(_environment().parse(self.template_source)))
+        for name in sorted(self.variables - TEMPLATE_VARIABLES - {"issue"}):
+            self.warnings.append(f"{self.label}: template uses {name!r}, which omx does not provide: "
+                                 "rendering will fail")
+        if "issue" in self.variables:
+            self.warnings.append(f"{self.label}: template uses Symphony's 'issue': omx fills it from 'task' "
+                                 "(prefer 'task')")
 
     @property
     def label(self) -> str:
@@ -116,8 +146,10 @@ class Workflow:
         Raises:
             WorkflowRenderError: an undefined variable (named) or any other failure while rendering.
         """
-        if self._template is None:
-            self._template = _compile(self.template_source, self.label, self.template_line)
+        self.compile()
+        if self._plain:
+            return self.template_source
+        assert self._template is not None
         if "issue" in self.variables and "issue" not in variables and "task" in variables:
             variables["issue"] = _issue_view(variables["task"])
         try:
@@ -126,8 +158,11 @@ class Workflow:
             raise _render_error(exc, self) from None
 
 
-def load_workflow(path: Path | None, repo: Path) -> Workflow:
+def load_workflow(path: Path | None, repo: Path, *, compile: bool = True) -> Workflow:
     """Load ``path``; with ``None``, ``<repo>/WORKFLOW.md`` if present, else the built-in default.
+
+    ``compile=False`` reads the settings only; :meth:`Workflow.compile` (or the first render) does
+    the template then.
 
     Raises:
         WorkflowNotFound: ``path`` was given and does not exist.
@@ -136,7 +171,7 @@ def load_workflow(path: Path | None, repo: Path) -> Workflow:
     if path is None:
         candidate = repo / WORKFLOW_FILE
         if not candidate.is_file():
-            return parse_workflow(DEFAULT_WORKFLOW_MD, None)
+            return parse_workflow(DEFAULT_WORKFLOW_MD, None, compile=compile)
         path = candidate
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -146,23 +181,48 @@ def load_workflow(path: Path | None, repo: Path) -> Workflow:
         raise WorkflowNotFound(f"{path}: is a directory, not a workflow file", path=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowInvalid(f"{path}: cannot read: {exc}", path=str(path)) from None
-    return parse_workflow(text, path)
+    return parse_workflow(text, path, compile=compile)
 
 
-def parse_workflow(text: str, path: Path | None) -> Workflow:
+_COMMENT = re.compile(r"(?:^|\s)#.*")
+_NOT_DEFAULT = re.compile(r"command|codex-exec|\bcodex['\"]?\s*:")
+_KIND = re.compile(r"\bkind['\"]?\s*:\s*['\"]?([\w-]*)")
+
+
+def runs_codex_app_server(path: Path | None, repo: Path) -> bool:
+    """A guess, without YAML, that the workflow runs the default ``codex app-server`` (no ``command``).
+
+    For a worker that wants to start Codex before it has parsed WORKFLOW.md: true when the front
+    matter, comments aside, names no runtime command, no other kind and no Symphony ``codex``
+    section. A wrong guess costs a server started for nothing, never a wrong one: the parsed settings
+    decide what runs.
+    """
+    if path is None:
+        path = repo / WORKFLOW_FILE
+        if not path.is_file():
+            return True  # the built-in default
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError):
+        return False
+    lines = text.splitlines()
+    if not lines or lines[0].rstrip() != "---":
+        return True  # no front matter: default settings
+    end = next((i for i, line in enumerate(lines[1:], 1) if line.rstrip() in ("---", "...")), len(lines))
+    front = _COMMENT.sub("", "\n".join(lines[1:end]))
+    if _NOT_DEFAULT.search(front):
+        return False
+    return all(kind == "codex-app-server" for kind in _KIND.findall(front))
+
+
+def parse_workflow(text: str, path: Path | None, *, compile: bool = True) -> Workflow:
     """Parse WORKFLOW.md ``text``; ``path`` only names it in messages. See :func:`load_workflow`."""
     wf = Workflow(settings=Settings(), template_source="", path=path)
     front, wf.template_source, wf.template_line = _split_front_matter(text, wf.label)
     if front is not None:
         wf.settings = _settings_from_yaml(front, wf.label, wf.warnings)
-    wf._template = _compile(wf.template_source, wf.label, wf.template_line)
-    from jinja2 import meta
-
-    wf.variables = frozenset(meta.find_undeclared_variables(_environment().parse(wf.template_source)))
-    for name in sorted(wf.variables - TEMPLATE_VARIABLES - {"issue"}):
-        wf.warnings.append(f"{wf.label}: template uses {name!r}, which omx does not provide: rendering will fail")
-    if "issue" in wf.variables:
-        wf.warnings.append(f"{wf.label}: template uses Symphony's 'issue': omx fills it from 'task' (prefer 'task')")
+    if compile:
+        wf.compile()
     return wf
 
 

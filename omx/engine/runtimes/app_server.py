@@ -18,16 +18,26 @@ Cancel, the turn timeout and the stall timeout (no line from the server for ``st
 ``turn/interrupt`` and wait up to the kill grace for ``turn/completed``; the status is then
 ``interrupted``, ``timeout`` or ``stalled``. The server closing stdout mid-turn is ``failed`` with
 its exit status and stderr tail. Whatever happens, the child's process group is stopped and reaped.
+
+A long-lived worker uses :class:`AppServerPool` instead: one server per running turn, kept between
+tasks. Each task is a fresh thread on it (``thread/start`` with the task's cwd, sandbox, approval
+policy, model and developer instructions, then ``turn/start``), unsubscribed once the turn has ended;
+a cancelled turn is interrupted and the server stays. A server that died, broke the protocol or did
+not end an interrupted turn is stopped and replaced by the next task. See the class for what a shared
+server cannot do per task.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from omx.engine.runtimes.base import (
     DEFAULT_KILL_GRACE_S,
@@ -42,6 +52,9 @@ from omx.engine.runtimes.base import (
 from omx.engine.runtimes.codex_common import find_codex, item_event, message_text, parse_json_line, tokens_from
 from omx.engine.runtimes.exec import KEEP_PATH
 from omx.engine.runtimes.process import ChildProcess, Output, SpawnError, Watchdog
+
+if TYPE_CHECKING:
+    from omx.engine.settings import RuntimeSettings
 
 #: JSON-RPC "method not found", our answer to server requests omx does not handle.
 METHOD_NOT_FOUND = -32601
@@ -66,6 +79,261 @@ class AppServerRuntime:
         return _Session(req, on_event, cancel, self.kill_grace_s).run()
 
 
+def server_argv(settings: RuntimeSettings, env: Mapping[str, str]) -> list[str] | None:
+    """The server's argv: ``runtime.command``, else ``codex app-server`` from ``env``'s PATH (``None``: no codex)."""
+    argv = list(settings.command or [])
+    if argv:
+        return argv
+    codex = find_codex(env)
+    return [codex, "app-server", *KEEP_PATH] if codex is not None else None
+
+
+#: Seconds an unused pooled server is kept.
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+
+_NO_CODEX = "codex not found on the agent's PATH; install it or set runtime.command"
+
+
+class _Server:
+    """One ``codex app-server`` process and its request ids (shared by the sessions that use it).
+
+    ``initialize`` and ``initialized`` are sent at once, and the first session sends its
+    ``thread/start`` right behind them without waiting for the answer: Codex reads its input in order,
+    so the handshake costs no round trip of its own, and Codex starts up meanwhile.
+    """
+
+    def __init__(self, argv: list[str], *, cwd: Path, env: Mapping[str, str]) -> None:
+        self.key = _key(argv, env)
+        self.child = ChildProcess(argv, cwd=cwd, env=env)
+        self.ids = itertools.count(1)
+        self.ready = False  # the handshake is done
+        self.broken = False  # died, or left in a state no next turn can trust
+        self.idle_since = time.monotonic()
+        self.init_id = next(self.ids)
+        info = {"name": "omx", "title": "omx", "version": _client_version()}
+        init = {"clientInfo": info, "capabilities": {"experimentalApi": True}}
+        self.child.send(json.dumps({"method": "initialize", "id": self.init_id, "params": init}))
+        self.child.send(json.dumps({"method": "initialized", "params": {}}))
+
+    def usable(self) -> bool:
+        return not self.broken and self.child.poll() is None
+
+    def stop(self, *, settled: bool, grace_s: float) -> None:
+        # A server whose turn ended gets a moment to exit on its own once stdin closes; one that
+        # ignored an interrupt (or whose turn never began) goes straight to SIGTERM.
+        self.broken = True
+        self.child.stop(close_wait_s=1.0 if settled else 0.0, grace_s=grace_s)
+
+
+def _key(argv: list[str], env: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    return tuple(argv), tuple(sorted(env.items()))
+
+
+_T = TypeVar("_T")
+
+
+class AppServerPool:
+    """Long-lived ``codex app-server`` processes for one worker: a thread per task, no process per task.
+
+    :meth:`run` is a :class:`~omx.engine.runtimes.base.Runtime` ``run``, except that the server
+    outlives it: it goes back to the pool for the next task. One server per concurrently running
+    turn (a worker with ``maxConcurrentAgents: 2`` gets two); :meth:`prestart` starts one ahead of
+    the first task, so that Codex starts up while the worker claims and prepares the worktree.
+    :meth:`close` stops and reaps them all — call it in a ``finally``.
+
+    Every server is spawned by one long-lived *owner* thread, which ends only after :meth:`close`
+    has reaped them: with the parent-death-signal lifeline (:mod:`omx.engine.runtimes.lifeline`'s
+    fallback when its keeper process cannot run) a child is killed when the *thread* that spawned it
+    ends, so a server spawned by a task's run thread would die with that task.
+
+    What a shared server cannot do per task: its process environment and working directory are fixed
+    when it starts. omx gives every app-server task the same environment (the worker's agent
+    environment), so servers are keyed by argv and environment and a request whose environment
+    differs gets a server of its own; the process cwd is ``cwd`` (the repository), while each task's
+    thread and turn get the task's worktree as their cwd, which is what Codex runs commands in. A
+    ``runtime.command`` whose program is a relative path (looked up in each task's worktree) cannot
+    be shared, so it gets a server per task as with :class:`AppServerRuntime`. Codex kills each
+    command's process group when the command ends; anything that escaped it lives until the server
+    stops (with a server per task, until the task ended). And Codex reads ``$CODEX_HOME/config.toml``
+    when it starts: an edit to it reaches a running worker's tasks only once its server restarts.
+
+    An idle server costs memory (~130 MB for Codex 0.169 and its node launcher): one left idle for
+    ``idle_timeout_s`` is stopped, and the next task starts a new one.
+
+    Args:
+        cwd: the servers' working directory.
+        kill_grace_s: as for :class:`AppServerRuntime`.
+        idle_timeout_s: how long a server may sit unused before it is stopped.
+    """
+
+    def __init__(self, cwd: Path, *, kill_grace_s: float = DEFAULT_KILL_GRACE_S,
+                 idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S) -> None:
+        self.cwd = cwd
+        self.kill_grace_s = kill_grace_s
+        self.idle_timeout_s = idle_timeout_s
+        self._lock = threading.Lock()
+        self._idle: list[_Server] = []
+        self._busy: set[_Server] = set()
+        self._closed = False
+        self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._owner = threading.Thread(target=self._own, name="omx-app-server-owner", daemon=True)
+        self._owner.start()
+
+    # --- the owner thread -------------------------------------------------------------------------
+
+    def _own(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get(timeout=max(0.05, self.idle_timeout_s / 4))
+            except queue.Empty:
+                self._stop_idle()
+                continue
+            if job is None:
+                return
+            job()
+
+    def _stop_idle(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            old = [s for s in self._idle if now - s.idle_since >= self.idle_timeout_s]
+            self._idle = [s for s in self._idle if s not in old]
+        for server in old:
+            server.stop(settled=True, grace_s=self.kill_grace_s)
+
+    def _on_owner(self, fn: Callable[[], _T]) -> _T:
+        """``fn()`` run on the owner thread (its exception re-raised here)."""
+        if threading.current_thread() is self._owner:
+            return fn()
+        done = threading.Event()
+        out: list[Any] = []
+
+        def job() -> None:
+            try:
+                out.append((True, fn()))
+            except BaseException as exc:  # handed to the caller
+                out.append((False, exc))
+            finally:
+                done.set()
+
+        self._jobs.put(job)
+        while not done.wait(0.1):
+            if not self._owner.is_alive():  # closed before it got to our job
+                raise SpawnError("the app-server pool is closed")
+        ok, value = out[0]
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
+
+    def _spawn(self, argv: list[str], env: Mapping[str, str]) -> _Server:
+        with self._lock:
+            if self._closed:
+                raise SpawnError("the app-server pool is closed")
+        server = self._on_owner(lambda: _Server(argv, cwd=self.cwd, env=env))
+        with self._lock:
+            closed = self._closed
+        if closed:  # close() ran while we spawned: it could not see this one
+            server.stop(settled=False, grace_s=self.kill_grace_s)
+            raise SpawnError("the app-server pool is closed")
+        return server
+
+    # --- servers -----------------------------------------------------------------------------------
+
+    def prestart(self, settings: RuntimeSettings, env: Mapping[str, str]) -> bool:
+        """Start a server for ``settings`` and ``env`` now, for the first task; False if none can be."""
+        argv = server_argv(settings, env)
+        if argv is None or not _shareable(argv):
+            return False
+        try:
+            server = self._spawn(argv, env)
+        except SpawnError:
+            return False  # the task will say why
+        with self._lock:
+            self._idle.append(server)
+        return True
+
+    def _checkout(self, argv: list[str], env: Mapping[str, str]) -> tuple[_Server, bool]:
+        """A server for ``argv`` and ``env`` (and whether it was kept from before): an idle one or a new one."""
+        key = _key(argv, env)
+        found: _Server | None = None
+        with self._lock:
+            stale = [s for s in self._idle if s.key != key or not s.usable()]
+            for server in self._idle:
+                if found is None and server not in stale:
+                    found = server
+            self._idle = [s for s in self._idle if s is not found and s not in stale]
+        for server in stale:  # dead, or for settings no task uses now: do not let them pile up
+            server.stop(settled=True, grace_s=self.kill_grace_s)
+        kept = found is not None
+        if found is None:
+            found = self._spawn(argv, env)
+        with self._lock:
+            self._busy.add(found)
+        return found, kept
+
+    def _checkin(self, server: _Server, healthy: bool, settled: bool) -> None:
+        with self._lock:
+            self._busy.discard(server)
+            keep = healthy and not self._closed and server.usable()
+            if keep:
+                server.idle_since = time.monotonic()
+                self._idle.append(server)
+        if not keep:
+            server.stop(settled=settled, grace_s=self.kill_grace_s)
+
+    def run(self, req: RunRequest, on_event: EventSink, cancel: threading.Event) -> RunResult:
+        """Run one turn on a pooled server; see :class:`omx.engine.runtimes.base.Runtime`."""
+        argv = server_argv(req.settings, req.env)
+        if argv is None:
+            return _failed(_NO_CODEX)
+        if not _shareable(argv):
+            return _Session(req, on_event, cancel, self.kill_grace_s).run()
+        for attempt in (1, 2):
+            try:
+                server, kept = self._checkout(argv, req.env)
+            except SpawnError as exc:
+                return _failed(str(exc))
+            session = _Session(req, on_event, cancel, self.kill_grace_s, server=server)
+            try:
+                result = session.run()
+            except BaseException:  # on_event raised: the server is in an unknown state
+                self._checkin(server, False, session.settled())
+                raise
+            self._checkin(server, session.healthy(), session.settled())
+            # A kept server that died before this task's turn began (while it sat idle): start a new
+            # one and try again, rather than fail the task for it.
+            if attempt == 1 and kept and session.died_before_turn():
+                continue
+            return result
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Stop and reap every server (busy ones too: their turns fail), then end the owner thread."""
+        with self._lock:
+            self._closed = True
+            servers = [*self._idle, *self._busy]
+            self._idle.clear()
+        for server in servers:
+            server.stop(settled=server not in self._busy, grace_s=self.kill_grace_s)
+        self._jobs.put(None)
+        if threading.current_thread() is not self._owner:
+            self._owner.join(timeout=10)
+
+    def __enter__(self) -> AppServerPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _shareable(argv: list[str]) -> bool:
+    # A relative program path is looked up in each task's worktree: a server per task, then.
+    return "/" not in argv[0] or os.path.isabs(argv[0])
+
+
+def _failed(error: str) -> RunResult:
+    return RunResult("failed", None, error, empty_tokens(), 0)
+
+
 class _Ended(Exception):
     """The run is over, for ``status`` (raised from deep in the read loop, caught once)."""
 
@@ -76,12 +344,10 @@ class _Ended(Exception):
 
 
 def _client_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    # omx's own constant: importlib.metadata would cost ~20 ms of imports on the way to the first turn
+    from omx import __version__
 
-    try:
-        return version("omx")
-    except PackageNotFoundError:
-        return "0"
+    return __version__
 
 
 def _id_of(thing: Any) -> str | None:
@@ -91,15 +357,20 @@ def _id_of(thing: Any) -> str | None:
 
 
 class _Session:
-    def __init__(self, req: RunRequest, on_event: EventSink, cancel: threading.Event, grace_s: float) -> None:
+    """One turn: on its own server (spawned and stopped here), or on a pooled one (``server``)."""
+
+    def __init__(self, req: RunRequest, on_event: EventSink, cancel: threading.Event, grace_s: float,
+                 server: _Server | None = None) -> None:
         self.req = req
+        self.server = server
+        self.shared = server is not None
         self.settings = req.settings
         self.emit = on_event
         self.cancel = cancel
         self.grace_s = grace_s
         self.watch = Watchdog(self.settings.turn_timeout_ms, self.settings.stall_timeout_ms)
-        self.child: ChildProcess | None = None
-        self.ids = itertools.count(1)
+        self.child: ChildProcess | None = server.child if server is not None else None
+        self.pending: set[Any] = set()  # ids of our requests not yet answered
         self.responses: dict[Any, dict[str, Any]] = {}
         self.thread_id: str | None = None
         self.turn_id: str | None = None
@@ -110,6 +381,7 @@ class _Session:
         self.deltas: dict[str, list[str]] = {}
         self.tokens = empty_tokens()
         self.last_error: str | None = None
+        self.stuck = False  # a request went unanswered: the server cannot be trusted with another turn
 
     # --- the run ---------------------------------------------------------------------------------
 
@@ -119,12 +391,11 @@ class _Session:
                 status, error = self._run()
             except _Ended as end:
                 status, error = end.status, end.error
+            if self.shared and self.healthy() and self.thread_id:
+                self._unsubscribe()
         finally:
-            if self.child is not None:
-                # A server whose turn ended gets a moment to exit on its own once stdin closes; one that
-                # ignored an interrupt (or whose turn never began) goes straight to SIGTERM.
-                settled = self.turn is not None or self.eof
-                self.child.stop(close_wait_s=1.0 if settled else 0.0, grace_s=self.grace_s)
+            if self.server is not None and not self.shared:
+                self.server.stop(settled=self.settled(), grace_s=self.grace_s)
         return RunResult(
             status=status,
             summary=self._summary(),
@@ -134,26 +405,43 @@ class _Session:
             thread_id=self.thread_id,
         )
 
+    def healthy(self) -> bool:
+        """The server can take another turn: alive, nothing of ours unanswered, no turn of ours running."""
+        return (self.server is not None and not self.eof and not self.stuck and self.server.usable()
+                and not self.pending and (not self.in_turn or self.turn is not None))
+
+    def settled(self) -> bool:
+        """Our turn ended (or the server is gone): it may be given a moment to exit by itself."""
+        return self.turn is not None or self.eof
+
+    def died_before_turn(self) -> bool:
+        return self.eof and not self.in_turn
+
+    def _unsubscribe(self) -> None:
+        # The thread's work is over: let Codex unload it (a long-lived server would otherwise keep
+        # every task's thread). The answer is not waited for; the next session drops it.
+        assert self.server is not None
+        assert self.child is not None
+        request = {"method": "thread/unsubscribe", "id": next(self.server.ids), "params": {"threadId": self.thread_id}}
+        self.child.send(json.dumps(request))
+
     def _run(self) -> tuple[RunStatus, str | None]:
-        argv = list(self.settings.command or [])
-        if not argv:
-            codex = find_codex(self.req.env)
-            if codex is None:
-                return "failed", "codex not found on the agent's PATH; install it or set runtime.command"
-            argv = [codex, "app-server", *KEEP_PATH]
-        try:
-            self.child = ChildProcess(argv, cwd=self.req.cwd, env=self.req.env)
-        except SpawnError as exc:
-            return "failed", str(exc)
-        self._request(
-            "initialize",
-            {
-                "clientInfo": {"name": "omx", "title": "omx", "version": _client_version()},
-                "capabilities": {"experimentalApi": True},
-            },
-        )
-        self._send({"method": "initialized", "params": {}})
-        started = self._request("thread/start", self._thread_params())
+        if self.server is None:
+            argv = server_argv(self.settings, self.req.env)
+            if argv is None:
+                return "failed", _NO_CODEX
+            try:
+                self.server = _Server(argv, cwd=self.req.cwd, env=self.req.env)
+            except SpawnError as exc:
+                return "failed", str(exc)
+            self.child = self.server.child
+        init_id = None if self.server.ready else self.server.init_id
+        if init_id is not None:  # the server is still starting up: its answer comes before thread/start's
+            self.pending.add(init_id)
+        thread_request = self._send_request("thread/start", self._thread_params())
+        if init_id is not None:
+            self._await(init_id, "initialize")
+        started = self._await(thread_request, "thread/start")
         self.thread_id = _id_of(started.get("thread"))
         if not self.thread_id:
             return "failed", f"thread/start returned no thread id: {json.dumps(started)[:500]}"
@@ -210,11 +498,20 @@ class _Session:
             raise _Ended("failed", self._died("stopped reading its input"))
 
     def _request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        request_id = next(self.ids)
+        return self._await(self._send_request(method, params), method)
+
+    def _send_request(self, method: str, params: dict[str, Any]) -> int:
+        assert self.server is not None
+        request_id = next(self.server.ids)
+        self.pending.add(request_id)
         self._send({"method": method, "id": request_id, "params": params})
+        return request_id
+
+    def _await(self, request_id: int, method: str) -> dict[str, Any]:
         read_ms = self.settings.read_timeout_ms
         deadline = time.monotonic() + read_ms / 1000
         self._pump(lambda: request_id in self.responses, deadline=deadline, waiting_for=method)
+        self.pending.discard(request_id)
         response = self.responses.pop(request_id)
         error = response.get("error")
         if error is not None:
@@ -232,6 +529,7 @@ class _Session:
                 self._stop_turn(expired, self._expiry_message(expired))
             if deadline is not None and time.monotonic() >= deadline:
                 ms = self.settings.read_timeout_ms
+                self.stuck = True
                 raise _Ended("failed", f"codex app-server did not answer {waiting_for} within {ms} ms")
             if self.eof:
                 raise _Ended("failed", self._died("exited before the turn completed"))
@@ -256,7 +554,8 @@ class _Session:
         assert self.child is not None
         if self.thread_id and self.turn_id and not self.eof and self.turn is None:
             params = {"threadId": self.thread_id, "turnId": self.turn_id}
-            if self.child.send(json.dumps({"method": "turn/interrupt", "id": next(self.ids), "params": params})):
+            assert self.server is not None
+            if self.child.send(json.dumps({"method": "turn/interrupt", "id": next(self.server.ids), "params": params})):
                 until = time.monotonic() + self.grace_s
                 try:
                     while self.turn is None and not self.eof and (left := until - time.monotonic()) > 0:
@@ -298,9 +597,15 @@ class _Session:
         if isinstance(method, str) and "id" in message:
             self._answer(message["id"], method, params)
         elif isinstance(method, str):
-            self._notification(method, params)
+            thread = params.get("threadId")
+            if thread is None or thread == self.thread_id:  # not a late word about an earlier task's thread
+                self._notification(method, params)
         elif "result" in message or "error" in message:
-            self.responses[message["id"]] = message
+            if self.server is not None and message["id"] == self.server.init_id:
+                self.server.ready = "error" not in message  # whichever session reads it: the server's state
+                self.server.broken = self.server.broken or "error" in message
+            if message["id"] in self.pending:
+                self.responses[message["id"]] = message
 
     def _notification(self, method: str, params: dict[str, Any]) -> None:
         if method in ("item/started", "item/completed"):

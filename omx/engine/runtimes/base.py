@@ -5,7 +5,9 @@ turn, calls ``on_event`` on that same thread (never from a reader thread), and r
 :class:`RunResult` for every outcome of the agent: completed, failed, interrupted, timed out or stalled.
 It raises only for programming errors, or when ``on_event`` raises (after the child is stopped).
 Another thread may set ``cancel`` at any time; the run then interrupts the agent and returns promptly
-with status ``"interrupted"``. No child process outlives :meth:`Runtime.run`.
+with status ``"interrupted"``. No child process outlives :meth:`Runtime.run` — except the servers of
+:class:`~omx.engine.runtimes.app_server.AppServerPool`, a worker's long-lived ``codex app-server``
+processes, which its ``close()`` stops.
 
 Example::
 
@@ -40,6 +42,7 @@ Event kinds (``RuntimeEvent.kind``) and their ``data``:
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +67,10 @@ EVENT_KINDS: tuple[str, ...] = (
     "error",
     "log",
 )
+
+#: Environment variables never passed to the agent: omx's own and anything that looks like a secret.
+_SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL", "PRIVATE_KEY")
+_KEEP = ("OPENAI_API_KEY", "CODEX_API_KEY")  # the agent's own model credentials are the agent's business
 
 #: Seconds a run waits for the agent to wind down after an interrupt before killing it.
 DEFAULT_KILL_GRACE_S = 5.0
@@ -145,6 +152,16 @@ class Runtime(Protocol):
             cancel: set it (from any thread) to interrupt the run; the result is ``interrupted``.
         """
         ...
+
+
+def agent_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The agent's environment: the worker's, minus omx/platform state and secrets."""
+    env = dict(os.environ if base is None else base)
+    for k in list(env):
+        upper = k.upper()
+        if upper.startswith("OMX_") or (any(m in upper for m in _SECRET_MARKERS) and upper not in _KEEP):
+            del env[k]
+    return env
 
 
 def empty_tokens() -> dict[str, int]:

@@ -1,0 +1,146 @@
+"""``omx team worker``: the command's body, and its fast path that bypasses typer.
+
+A worker's start-up is on the critical path of every task a leader hands out, and importing typer (with
+click, rich and the app's other commands) costs ~150 ms before the worker does anything. :func:`main` parses
+the worker's options by hand and runs :func:`run_worker` directly. It parses only what is plainly
+valid — known options, values that need no conversion beyond ``int``/``Path`` — and hands everything
+else (``--help``, an unknown or repeated-in-doubt option, a bad number, a missing value) to the typer
+command in :mod:`omx.cli.team`, so help, usage errors and their exit codes are typer's own.
+``tests/test_cli_team_worker.py`` checks that both parse the same arguments into the same call.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+#: option -> (parameter, kind, minimum). Kinds: str, path, int, flag. Keep in step with omx.cli.team.worker.
+OPTIONS: dict[str, tuple[str, str, int | None]] = {
+    "--team": ("team", "str", None),
+    "--name": ("name", "str", None),
+    "--root": ("root", "path", None),
+    "--repo": ("repo", "path", None),
+    "--workflow": ("workflow", "path", None),
+    "--until-empty": ("until_empty", "flag", None),
+    "--max-tasks": ("max_tasks", "int", 1),
+    "--shutdown-policy": ("shutdown_policy", "str", None),
+    "--poll-ms": ("poll_ms", "int", 10),
+    "--verbose": ("verbose", "flag", None),
+    "-v": ("verbose", "flag", None),
+}
+DEFAULTS: dict[str, Any] = {
+    "team": None, "name": None, "root": None, "repo": Path("."), "workflow": None, "until_empty": False,
+    "max_tasks": None, "shutdown_policy": "finish", "poll_ms": 1_000, "verbose": False,
+}
+_PLAIN_INT = re.compile(r"(0|[1-9][0-9]{0,17})")
+
+
+def parse_args(args: list[str]) -> dict[str, Any] | None:
+    """The keyword arguments of :func:`run_worker` for ``args``, or ``None``: let typer parse them."""
+    out = dict(DEFAULTS)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
+        spec = OPTIONS.get(name)
+        if spec is None:
+            return None  # --help, an unknown option, a stray argument, "--": typer's business
+        param, kind, minimum = spec
+        if kind == "flag":
+            if eq:
+                return None
+            out[param] = True
+            i += 1
+            continue
+        if eq:
+            value = inline
+        elif i + 1 < len(args):
+            value = args[i + 1]
+            i += 1
+        else:
+            return None
+        i += 1
+        if not value or value.startswith("-"):
+            return None
+        if kind == "int":
+            if not _PLAIN_INT.fullmatch(value) or (minimum is not None and int(value) < minimum):
+                return None
+            out[param] = int(value)
+        elif kind == "path":
+            out[param] = Path(value)
+        else:
+            out[param] = value
+    return out
+
+
+def run_worker(*, team: str | None, name: str | None, root: Path | None, repo: Path, workflow: Path | None,
+               until_empty: bool, max_tasks: int | None, shutdown_policy: str, poll_ms: int, verbose: bool) -> None:
+    """Run a worker: ACK the leader, then claim, run and report tasks until stopped or drained."""
+    from omx.errors import InvalidInput
+    from omx.state import names
+
+    if shutdown_policy not in ("finish", "interrupt"):
+        raise InvalidInput("--shutdown-policy must be finish or interrupt")
+    if team is None or name is None:
+        env = os.environ.get("OMX_TEAM_WORKER")
+        if not env:
+            raise InvalidInput("name the worker: --team and --name, or OMX_TEAM_WORKER=<team>/<worker>")
+        env_team, env_name = names.parse_worker_env(env)
+        team, name = team or env_team, name or env_name
+
+    def configure_logging() -> None:  # after the app-server spawn: logging's imports need not delay it
+        import logging
+
+        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+    from omx.engine.team_worker import run_team_worker
+    from omx.state.filestore import FileStore
+    from omx.state.paths import default_root
+
+    store = FileStore(root.expanduser() if root else default_root())
+    report = run_team_worker(store=store, team=team, worker=name, repo=repo, workflow_path=workflow,
+                             until_empty=until_empty, max_tasks=max_tasks, shutdown_policy=shutdown_policy,
+                             poll_ms=poll_ms, after_spawn=configure_logging)
+    sys.stdout.write(f"{team}/{name}: {report.completed} completed, {report.failed} failed, "
+                     f"{report.released} released — {report.reason}\n")
+    sys.stdout.flush()
+
+
+def main(args: list[str]) -> int:
+    """``omx team worker <args>``: the fast path when the arguments are plain, else the typer command."""
+    kwargs = parse_args(args)
+    if kwargs is None:
+        from omx.cli.app import run_app
+
+        return run_app(["team", "worker", *args])
+    from omx.cli.exits import guarded
+
+    return guarded(lambda: run_worker(**kwargs))
+
+
+def exit_now(code: int) -> None:
+    """End the process with ``code`` at once, skipping the interpreter's teardown of its modules.
+
+    A worker has loaded most of omx, Jinja, YAML and the rest: tearing all that down takes the
+    interpreter ~30-90 ms after the work is done and reported, for nothing — every record is on disk,
+    every child reaped (``AppServerPool.close``). What the normal exit would still do is done here:
+    output flushed, logging shut down, the lifeline keeper let go.
+    """
+    import contextlib
+
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    if "logging" in sys.modules:
+        with contextlib.suppress(Exception):
+            sys.modules["logging"].shutdown()
+    lifeline = sys.modules.get("omx.engine.runtimes.lifeline")
+    if lifeline is not None:
+        with contextlib.suppress(Exception):
+            lifeline.close()
+    os._exit(code)

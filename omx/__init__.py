@@ -1,16 +1,41 @@
 """omx: a team of coding agents working one repository through plain files.
 
 The library's public face. ``omx team api`` (the CLI) is a thin layer over :class:`FileStore`.
+
+The names below are loaded on first use (PEP 562): ``import omx.cli.team_worker`` must not pay for
+the store's imports before it starts Codex (every worker's first task waits on that start).
 """
 
-from omx.clock import FakeClock, SystemClock
-from omx.errors import ERROR_CODES, OmxError
-from omx.models import Claim, Event, Message, Task, TeamConfig
-from omx.state.claims import ClaimResult
-from omx.state.filestore import FileStore
-from omx.state.paths import TeamPaths, default_root
+from __future__ import annotations
+
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from omx.clock import FakeClock, SystemClock
+    from omx.errors import ERROR_CODES, OmxError
+    from omx.models import Claim, Event, Message, Task, TeamConfig
+    from omx.state.claims import ClaimResult
+    from omx.state.filestore import FileStore
+    from omx.state.paths import TeamPaths, default_root
 
 __version__ = "0.1.0"
+
+_WHERE = {
+    "ERROR_CODES": "omx.errors",
+    "Claim": "omx.models",
+    "ClaimResult": "omx.state.claims",
+    "Event": "omx.models",
+    "FakeClock": "omx.clock",
+    "FileStore": "omx.state.filestore",
+    "Message": "omx.models",
+    "OmxError": "omx.errors",
+    "SystemClock": "omx.clock",
+    "Task": "omx.models",
+    "TeamConfig": "omx.models",
+    "TeamPaths": "omx.state.paths",
+    "default_root": "omx.state.paths",
+}
 
 __all__ = [
     "ERROR_CODES",
@@ -28,3 +53,16 @@ __all__ = [
     "__version__",
     "default_root",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'omx' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

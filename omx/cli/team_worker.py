@@ -15,7 +15,10 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omx.state.filestore import FileStore
 
 #: option -> (parameter, kind, minimum). Kinds: str, path, int, flag. Keep in step with omx.cli.team.worker.
 OPTIONS: dict[str, tuple[str, str, int | None]] = {
@@ -98,11 +101,16 @@ def run_worker(*, team: str | None, name: str | None, root: Path | None, repo: P
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     from omx.engine.team_worker import run_team_worker
-    from omx.state.filestore import FileStore
     from omx.state.paths import default_root
 
-    store = FileStore(root.expanduser() if root else default_root())
-    report = run_team_worker(store=store, team=team, worker=name, repo=repo, workflow_path=workflow,
+    state_root = root.expanduser() if root else default_root()
+
+    def open_store() -> FileStore:  # after the app-server spawn: the store's imports need not delay it
+        from omx.state.filestore import FileStore
+
+        return FileStore(state_root)
+
+    report = run_team_worker(store=open_store, team=team, worker=name, repo=repo, workflow_path=workflow,
                              until_empty=until_empty, max_tasks=max_tasks, shutdown_policy=shutdown_policy,
                              poll_ms=poll_ms, after_spawn=configure_logging)
     sys.stdout.write(f"{team}/{name}: {report.completed} completed, {report.failed} failed, "

@@ -21,14 +21,16 @@ if TYPE_CHECKING:
 
 
 def run_team_worker(
-    *, store: FileStore, team: str, worker: str, repo: Path, workflow_path: Path | None = None,
+    *, store: FileStore | Callable[[], FileStore], team: str, worker: str, repo: Path,
+    workflow_path: Path | None = None,
     until_empty: bool = False, max_tasks: int | None = None, shutdown_policy: str = "finish", poll_ms: int = 1_000,
     install_signals: bool = True, after_spawn: Callable[[], object] | None = None,
 ) -> WorkerReport:
     """Run ``team``/``worker`` until it is told to stop (or the team drains, with ``until_empty``).
 
     ``after_spawn`` is called once the agent server is starting (or would have been): the place for
-    set-up the server need not wait for, such as the CLI's logging configuration.
+    set-up the server need not wait for, such as the CLI's logging configuration. ``store`` may be a
+    function that opens it, called at that point too (the CLI: the store's imports come after the spawn).
     """
     repo = repo.resolve()
     # Codex first when WORKFLOW.md plainly runs it (read without YAML): its start-up is the longest
@@ -49,6 +51,8 @@ def run_team_worker(
     try:
         if after_spawn is not None:
             after_spawn()
+        if callable(store):
+            store = store()
         wf.compile()
         from omx.engine.filesource import FileTeamSource
         from omx.engine.runner import Runner, RunnerConfig, check_runtime

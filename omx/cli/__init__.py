@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) >= 2 and args[0] == "team" and args[1] == "worker":
         from omx.cli import team_worker
 
+        team_worker.EXITING = argv is None
         code = team_worker.main(args[2:])
         if argv is None:  # the process is the command's own (not a caller's): skip the interpreter's teardown
             team_worker.exit_now(code)

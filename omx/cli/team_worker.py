@@ -38,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
     "team": None, "name": None, "root": None, "repo": Path("."), "workflow": None, "until_empty": False,
     "max_tasks": None, "shutdown_policy": "finish", "poll_ms": 1_000, "verbose": False,
 }
+#: Set by :func:`omx.cli.main` when the process ends with the command (the ``omx`` program itself).
+EXITING = False
 _PLAIN_INT = re.compile(r"(0|[1-9][0-9]{0,17})")
 
 
@@ -112,7 +114,7 @@ def run_worker(*, team: str | None, name: str | None, root: Path | None, repo: P
 
     report = run_team_worker(store=open_store, team=team, worker=name, repo=repo, workflow_path=workflow,
                              until_empty=until_empty, max_tasks=max_tasks, shutdown_policy=shutdown_policy,
-                             poll_ms=poll_ms, after_spawn=configure_logging)
+                             poll_ms=poll_ms, after_spawn=configure_logging, exiting=EXITING)
     sys.stdout.write(f"{team}/{name}: {report.completed} completed, {report.failed} failed, "
                      f"{report.released} released — {report.reason}\n")
     sys.stdout.flush()

@@ -24,13 +24,15 @@ def run_team_worker(
     *, store: FileStore | Callable[[], FileStore], team: str, worker: str, repo: Path,
     workflow_path: Path | None = None,
     until_empty: bool = False, max_tasks: int | None = None, shutdown_policy: str = "finish", poll_ms: int = 1_000,
-    install_signals: bool = True, after_spawn: Callable[[], object] | None = None,
+    install_signals: bool = True, after_spawn: Callable[[], object] | None = None, exiting: bool = False,
 ) -> WorkerReport:
     """Run ``team``/``worker`` until it is told to stop (or the team drains, with ``until_empty``).
 
     ``after_spawn`` is called once the agent server is starting (or would have been): the place for
     set-up the server need not wait for, such as the CLI's logging configuration. ``store`` may be a
     function that opens it, called at that point too (the CLI: the store's imports come after the spawn).
+    ``exiting``: the process ends right after (the ``omx`` program): idle Codex servers are left to
+    exit on their own (see :meth:`AppServerPool.close`) instead of being waited for.
     """
     repo = repo.resolve()
     # Codex first when WORKFLOW.md plainly runs it (read without YAML): its start-up is the longest
@@ -69,7 +71,7 @@ def run_team_worker(
         return Worker(source, runner, opts).run()
     finally:
         if pool is not None:
-            pool.close()
+            pool.close(wait=not exiting)
 
 
 def start_app_servers(settings: RuntimeSettings | None, repo: Path) -> AppServerPool | None:

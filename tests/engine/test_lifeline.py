@@ -25,8 +25,9 @@ from pathlib import Path
 from omx.engine.runtimes import lifeline
 from omx.engine.runtimes.process import ChildProcess
 from omx.engine.hooks import _spawn_and_wait
-if sys.argv[1] == "child":
-    c = ChildProcess(["sleep", "600"], cwd=Path("."), env={"PATH": "/usr/bin:/bin"})
+if sys.argv[1] in ("child", "stubborn"):
+    argv = ["sleep", "600"] if sys.argv[1] == "child" else ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"]
+    c = ChildProcess(argv, cwd=Path("."), env={"PATH": "/usr/bin:/bin"})
     print(c.pid, flush=True)
 else:  # a hook: _spawn_and_wait blocks, so it runs in a thread and the main thread reports its pid
     args = (["sh", "-c", "echo $$ > pid.tmp && mv pid.tmp hook-pid && exec sleep 600"], Path("."),
@@ -54,7 +55,7 @@ def _wait_gone(pid: int, seconds: float = 10.0) -> bool:
 
 
 @pytest.mark.parametrize("mode", ["keeper", "preexec"])
-@pytest.mark.parametrize("kind", ["child", "hook"])
+@pytest.mark.parametrize("kind", ["child", "hook", "stubborn"])
 def test_the_child_dies_when_its_worker_is_killed(tmp_path: Path, mode: str, kind: str) -> None:
     env = {**os.environ, "OMX_LIFELINE": mode}
     parent = subprocess.Popen([sys.executable, "-c", PARENT, kind], cwd=tmp_path, env=env,

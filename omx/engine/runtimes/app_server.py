@@ -306,13 +306,22 @@ class AppServerPool:
             return result
         raise AssertionError("unreachable")
 
-    def close(self) -> None:
-        """Stop and reap every server (busy ones too: their turns fail), then end the owner thread."""
+    def close(self, *, wait: bool = True) -> None:
+        """Stop and reap every server (busy ones too: their turns fail), then end the owner thread.
+
+        ``wait=False``, for a worker process that exits right after: idle servers only get their
+        stdin closed (they exit on their own, ~65 ms) and the lifeline keeper sees to any that does
+        not; the process's exit does not wait for theirs.
+        """
         with self._lock:
             self._closed = True
             servers = [*self._idle, *self._busy]
             self._idle.clear()
         for server in servers:
+            if not wait and server not in self._busy:
+                server.broken = True
+                server.child.close_stdin()
+                continue
             server.stop(settled=server not in self._busy, grace_s=self.kill_grace_s)
         self._jobs.put(None)
         if threading.current_thread() is not self._owner:

@@ -7,7 +7,9 @@ second agent in the same worktree. Two ways to prevent it; :func:`spawn_args` an
 * **the keeper** (default on POSIX): one small helper process per worker, started once, reading a
   pipe only the worker holds. The worker writes ``+<pgid>`` when it starts a child and ``-<pgid>``
   once it has reaped it. When the worker dies, however it dies, the kernel closes the pipe; the
-  keeper reads end-of-file and SIGKILLs every process group still on its list, then exits. A spawn
+  keeper reads end-of-file, sends SIGTERM to every process group still on its list, SIGKILL to any
+  still there :data:`KEEPER_GRACE_S` later, then exits. (A worker that exits on purpose may leave a
+  child that is already shutting down to it: see :meth:`~omx.engine.runtimes.process.ChildProcess.close_stdin`.) A spawn
   stays a plain ``vfork`` + ``exec`` (~1 ms), and the lifeline belongs to the process, not to the
   thread that spawned the child, so a long-lived child may be started from any thread.
 * **the parent-death signal** (``PR_SET_PDEATHSIG`` from a ``preexec_fn``): the fallback when the
@@ -38,6 +40,9 @@ _PR_SET_PDEATHSIG = 1
 #: Set to "preexec" to use the parent-death signal instead of the keeper (tests; odd systems).
 MODE_ENV = "OMX_LIFELINE"
 
+#: After the worker is gone: SIGTERM to every group still listed, SIGKILL to what is left after this.
+KEEPER_GRACE_S = 3.0
+
 _KEEPER = r"""
 import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -47,7 +52,23 @@ for line in sys.stdin.buffer:
     op, _, pid = line.strip().partition(b" ")
     if pid.isdigit():
         (groups.add if op == b"+" else groups.discard)(int(pid))
+import time
+alive = set()
 for pgid in groups:
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+        alive.add(pgid)
+    except OSError:
+        pass
+until = time.monotonic() + GRACE_S
+while alive and time.monotonic() < until:
+    time.sleep(0.02)
+    for pgid in list(alive):
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            alive.discard(pgid)
+for pgid in alive:
     try:
         os.killpg(pgid, signal.SIGKILL)
     except OSError:
@@ -89,7 +110,7 @@ class _Keeper:
             return proc
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _KEEPER], stdin=subprocess.PIPE,
+                [sys.executable, "-I", "-S", "-c", f"GRACE_S = {KEEPER_GRACE_S}\n" + _KEEPER], stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True,
             )
         except OSError:

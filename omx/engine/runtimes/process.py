@@ -211,6 +211,14 @@ class ChildProcess:
                 self.wait(5.0)
         return self.proc.poll()
 
+    def close_stdin(self) -> None:
+        """Close the child's stdin and leave it be: for a child that exits at end of input, when the
+        worker itself is about to exit — the lifeline then ends it if it has not gone on its own."""
+        feeding = self._feeder is not None and self._feeder.is_alive()
+        if self.proc.stdin is not None and not feeding:
+            with self._send_lock, contextlib.suppress(OSError, ValueError):
+                self.proc.stdin.close()
+
     def stop(self, *, close_wait_s: float = 1.0, grace_s: float = 2.0) -> int | None:
         """End the child on every path: close stdin, wait ``close_wait_s``, terminate, kill, reap.
 

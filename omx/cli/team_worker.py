@@ -138,7 +138,7 @@ def exit_now(code: int) -> None:
     A worker has loaded most of omx, Jinja, YAML and the rest: tearing all that down takes the
     interpreter ~30-90 ms after the work is done and reported, for nothing — every record is on disk,
     every child reaped (``AppServerPool.close``). What the normal exit would still do is done here:
-    output flushed, logging shut down, the lifeline keeper let go.
+    output flushed, logging shut down.
     """
     import contextlib
 
@@ -149,8 +149,6 @@ def exit_now(code: int) -> None:
     if "logging" in sys.modules:
         with contextlib.suppress(Exception):
             sys.modules["logging"].shutdown()
-    lifeline = sys.modules.get("omx.engine.runtimes.lifeline")
-    if lifeline is not None:
-        with contextlib.suppress(Exception):
-            lifeline.close()
+    # The lifeline keeper is not waited for: it sees this process go and ends what is left (a Codex
+    # server that was told to exit and is on its way).
     os._exit(code)

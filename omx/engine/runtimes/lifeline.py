@@ -53,6 +53,18 @@ for line in sys.stdin.buffer:
     if pid.isdigit():
         (groups.add if op == b"+" else groups.discard)(int(pid))
 import time
+def gone(pid):  # the group's leader exited: a zombie (nobody may reap it now) counts as gone
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] in (b"Z", b"X")
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            pass
+        return not os.path.isdir("/proc/self")  # no /proc: wait out the grace
 alive = set()
 for pgid in groups:
     try:
@@ -62,13 +74,10 @@ for pgid in groups:
         pass
 until = time.monotonic() + GRACE_S
 while alive and time.monotonic() < until:
-    time.sleep(0.02)
-    for pgid in list(alive):
-        try:
-            os.killpg(pgid, 0)
-        except OSError:
-            alive.discard(pgid)
-for pgid in alive:
+    alive = {pgid for pgid in alive if not gone(pgid)}
+    if alive:
+        time.sleep(0.02)
+for pgid in groups:  # what the leaders left behind in their groups, and leaders that ignored SIGTERM
     try:
         os.killpg(pgid, signal.SIGKILL)
     except OSError:

@@ -198,7 +198,7 @@ def mode_renew(cfg: dict[str, Any]) -> None:
     step = cfg["renew_ms"] / 1000
     n = 1
     # Renew on a fixed schedule from the claim (not "sleep after each renew"), so jitter never accumulates.
-    while n * step <= cfg["hold_ms"] / 1000:
+    while n * cfg["renew_ms"] <= cfg["hold_ms"]:  # integers: 12 * 0.4 > 4.8 in floating point
         delay = t_claim + n * step - time.monotonic()
         if delay > 0:
             time.sleep(delay)

@@ -8,8 +8,9 @@ the store's imports before it starts Codex (every worker's first task waits on t
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
+
+from omx._lazy import lazy_attributes as _lazy_attributes
 
 if _typing.TYPE_CHECKING:
     from omx.clock import FakeClock, SystemClock
@@ -55,13 +56,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'omx' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_attributes(__name__, _WHERE, globals())
 
 
 def __dir__() -> list[str]:

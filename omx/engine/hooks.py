@@ -236,10 +236,9 @@ def _spawn_and_wait(
     try:
         # A new session makes the hook a process-group leader, so its children can be killed with it;
         # the lifeline stops it if the worker itself is killed.
-        spawn_argv, preexec = lifeline.spawn_args(argv, cwd=cwd, env=env)
         proc = subprocess.Popen(
-            spawn_argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-            start_new_session=True, preexec_fn=preexec,
+            argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            start_new_session=True, preexec_fn=lifeline.preexec_fn(),
         )
     except OSError as exc:
         err.write(f"omx: cannot start hook in {cwd}: {exc}\n".encode())

@@ -6,8 +6,9 @@ worker checks its name before it starts Codex, and the store's imports can wait 
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
+
+from omx._lazy import lazy_attributes as _lazy_attributes
 
 if _typing.TYPE_CHECKING:
     from omx.state.claims import ClaimResult
@@ -20,10 +21,4 @@ _WHERE = {"ClaimResult": "omx.state.claims", "FileStore": "omx.state.filestore",
 __all__ = ["ClaimResult", "FileStore", "TeamPaths", "default_root"]
 
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'omx.state' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy_attributes(__name__, _WHERE, globals())

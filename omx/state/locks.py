@@ -59,6 +59,28 @@ def _try_flock(fd: int) -> bool:
         raise
 
 
+def _acquire(path: LockPath, timeout: float) -> int:
+    """The locked descriptor of ``path``, or -1 if it is still held after ``timeout`` s (0: one try)."""
+    fd = _open(path)
+    try:
+        if not _try_flock(fd):
+            deadline = time.monotonic() + timeout
+            delay = _POLL_S
+            while True:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return -1
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
+                if _try_flock(fd):
+                    break
+        _test_delay_hook(path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 class locked:
     """Hold the lock at ``path`` for the ``with`` body; raise :class:`LockTimeout` after ``timeout`` s.
 
@@ -74,74 +96,41 @@ class locked:
         self._cm: AbstractContextManager[None] | None = None
 
     def __enter__(self) -> None:
-        path = self._path
         if fcntl is None:  # pragma: no cover
-            self._cm = _filelock(Path(path), self._timeout)
+            self._cm = _filelock(Path(self._path), self._timeout)
             self._cm.__enter__()
             return
-        fd = _open(path)
-        try:
-            if not _try_flock(fd):
-                deadline = time.monotonic() + self._timeout
-                delay = _POLL_S
-                while not _try_flock(fd):
-                    if time.monotonic() >= deadline:
-                        raise LockTimeout(f"could not lock {os.fspath(path)} within {self._timeout:g}s",
-                                          path=os.fspath(path))
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.02)
-            _test_delay_hook(path)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
+        self._fd = _acquire(self._path, self._timeout)
+        if self._fd < 0:
+            path = os.fspath(self._path)
+            raise LockTimeout(f"could not lock {path} within {self._timeout:g}s", path=path)
 
     def __exit__(self, *exc: object) -> None:
         if self._cm is not None:  # pragma: no cover
             self._cm.__exit__(None, None, None)
-            return
-        os.close(self._fd)  # closing the descriptor releases the flock
+        elif self._fd >= 0:
+            os.close(self._fd)  # closing the descriptor releases the flock
+        self._fd = -1
 
 
-class try_locked:
+class try_locked(locked):
     """Like :class:`locked` but never waits: in ``with try_locked(path) as got:``, ``got`` is False when it is held."""
 
-    __slots__ = ("_cm", "_fd", "_path")
+    __slots__ = ()
 
     def __init__(self, path: LockPath) -> None:
-        self._path = path
-        self._fd = -1
-        self._cm: AbstractContextManager[None] | None = None
+        super().__init__(path, 0)
 
-    def __enter__(self) -> bool:
-        path = self._path
+    def __enter__(self) -> bool:  # type: ignore[override]
         if fcntl is None:  # pragma: no cover
-            self._cm = _filelock(Path(path), 0)
             try:
-                self._cm.__enter__()
+                super().__enter__()
             except LockTimeout:
                 self._cm = None
                 return False
-            self._fd = 0
             return True
-        fd = _open(path)
-        try:
-            if not _try_flock(fd):
-                os.close(fd)
-                return False
-            _test_delay_hook(path)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return True
-
-    def __exit__(self, *exc: object) -> None:
-        if self._cm is not None:  # pragma: no cover
-            self._cm.__exit__(None, None, None)
-        elif self._fd >= 0 and fcntl is not None:
-            os.close(self._fd)  # closing the descriptor releases the flock
-        self._fd = -1
+        self._fd = _acquire(self._path, 0)  # no exception on the busy path: it is a hot one
+        return self._fd >= 0
 
 
 @contextmanager

@@ -6,14 +6,22 @@ start), so a test sees every Codex server a worker started, needed or not.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from worker_helpers import Rig, bash, kill_quietly, make_rig, start_worker, write_workflow
+from worker_helpers import (
+    Rig,
+    bash,
+    fake_server_pids,
+    fake_server_records,
+    kill_quietly,
+    make_rig,
+    start_worker,
+    write_workflow,
+)
 
 from omx.engine.data.default_workflow import DEFAULT_WORKFLOW_MD
 from omx.engine.workflow import runs_codex_app_server
@@ -57,20 +65,11 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     r.env["PATH"] = f"{bin_dir}:{r.env.get('PATH', '')}"
     yield r
     r.close()
-    kill_quietly(r_pids(r))
-
-
-def records(rig: Rig) -> list[dict[str, Any]]:
-    path = rig.tmp / "fake.log"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def r_pids(rig: Rig) -> list[int]:
-    return [r["pid"] for r in records(rig) if "started" in r]
+    kill_quietly(fake_server_pids(r))
 
 
 def started_argvs(rig: Rig) -> list[list[str]]:
-    return [r["argv"][1:] for r in records(rig) if "started" in r]
+    return [r["argv"][1:] for r in fake_server_records(rig) if "started" in r]
 
 
 @pytest.mark.parametrize(

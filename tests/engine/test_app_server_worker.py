@@ -6,15 +6,23 @@ The worker processes are real (``omx team worker`` subprocesses); the server is 
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from worker_helpers import Rig, kill_quietly, make_rig, pid_gone, start_worker, wait_until, write_workflow
+from worker_helpers import (
+    Rig,
+    fake_server_pids,
+    fake_server_records,
+    kill_quietly,
+    make_rig,
+    pid_gone,
+    start_worker,
+    wait_until,
+    write_workflow,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -27,20 +35,11 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     write_workflow(r, runtime={"kind": "codex-app-server", "command": [sys.executable, FAKE]})
     yield r
     r.close()
-    kill_quietly(server_pids(r))
-
-
-def records(rig: Rig) -> list[dict[str, Any]]:
-    path = rig.tmp / "fake.log"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def server_pids(rig: Rig) -> list[int]:
-    return [r["pid"] for r in records(rig) if "started" in r]
+    kill_quietly(fake_server_pids(r))
 
 
 def turns_started(rig: Rig) -> int:
-    return sum(1 for r in records(rig) if r.get("got", {}).get("method") == "turn/start")
+    return sum(1 for r in fake_server_records(rig) if r.get("got", {}).get("method") == "turn/start")
 
 
 def test_one_server_runs_every_task_and_is_gone_with_the_worker(rig: Rig) -> None:
@@ -54,7 +53,7 @@ def test_one_server_runs_every_task_and_is_gone_with_the_worker(rig: Rig) -> Non
         assert task.status == "completed", task.error
         assert task.result["summary"].startswith("done in ")
         assert task.result["summary"].endswith(f"task-{tid}")  # its own worktree
-    (pid,) = server_pids(rig)
+    (pid,) = fake_server_pids(rig)
     assert turns_started(rig) == 3
     # The exiting worker closed the server's input rather than wait for it; it ends by itself (or
     # the lifeline keeper ends it) moments later.
@@ -66,7 +65,7 @@ def test_stopping_the_worker_mid_turn_stops_its_server(rig: Rig, how: str) -> No
     tid = rig.store.create_task(rig.team, "[hang] until interrupted").id
     proc = start_worker(rig, "worker-1", "--shutdown-policy", "interrupt")
     wait_until(lambda: turns_started(rig) == 1, what="the turn to start", proc=proc)
-    (pid,) = server_pids(rig)
+    (pid,) = fake_server_pids(rig)
 
     if how == "sigterm":
         proc.signal(signal.SIGTERM)
@@ -82,7 +81,7 @@ def test_sigkill_of_the_worker_takes_its_server_down_too(rig: Rig) -> None:
     rig.store.create_task(rig.team, "[hang] forever")
     proc = start_worker(rig, "worker-1")
     wait_until(lambda: turns_started(rig) == 1, what="the turn to start", proc=proc)
-    (pid,) = server_pids(rig)
+    (pid,) = fake_server_pids(rig)
 
     proc.signal(signal.SIGKILL)
     proc.proc.wait(timeout=10)
@@ -94,12 +93,12 @@ def test_an_idle_worker_keeps_its_server_until_it_stops(rig: Rig) -> None:
     rig.store.create_task(rig.team, "[ok] first")
     proc = start_worker(rig, "worker-1")
     wait_until(lambda: rig.task("1").status == "completed", what="the first task", proc=proc)
-    (pid,) = server_pids(rig)
+    (pid,) = fake_server_pids(rig)
     assert not pid_gone(pid)
 
     rig.store.create_task(rig.team, "[ok] second")
     wait_until(lambda: rig.task("2").status == "completed", what="the second task", proc=proc)
-    assert server_pids(rig) == [pid]
+    assert fake_server_pids(rig) == [pid]
 
     proc.signal(signal.SIGTERM)
     assert proc.wait() == 0, proc.output()

@@ -241,6 +241,17 @@ def pid_gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
+def fake_server_records(rig: Rig) -> list[dict[str, Any]]:
+    """What ``fake_pooled_app_server.py`` logged (``FAKE_APP_SERVER_LOG`` = ``<tmp>/fake.log``)."""
+    path = rig.tmp / "fake.log"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def fake_server_pids(rig: Rig) -> list[int]:
+    """The pids of the fake app-servers started so far, in start order."""
+    return [r["pid"] for r in fake_server_records(rig) if "started" in r]
+
+
 def kill_quietly(pids: Iterable[int]) -> None:
     for pid in pids:
         try:

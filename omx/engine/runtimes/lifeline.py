@@ -2,7 +2,7 @@
 
 Agents and hooks run in their own session (so one ``killpg`` stops their helpers too), which also
 means nothing stops them when the worker dies without cleaning up: the next worker would then run a
-second agent in the same worktree. Two ways to prevent it; :func:`spawn_args` and :func:`track` pick:
+second agent in the same worktree. Two ways to prevent it; :func:`preexec_fn` and :func:`track` pick:
 
 * **the keeper** (default on POSIX): one small helper process per worker, started once, reading a
   pipe only the worker holds. The worker writes ``+<pgid>`` when it starts a child and ``-<pgid>``
@@ -32,8 +32,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1
 
@@ -150,9 +149,7 @@ class _Keeper:
             self._groups.add(pgid)
             proc = self._ensure()
             if proc is not None and not self._send(proc, f"+ {pgid}\n"):
-                proc = self._ensure()  # it died since the check: a new one gets the whole list
-            if proc is None:
-                return
+                self._ensure()  # it died since the check: a new one gets the whole list
 
     def untrack(self, pgid: int) -> None:
         with self._lock:
@@ -176,28 +173,26 @@ class _Keeper:
 _keeper = _Keeper()
 
 
-def _use_keeper() -> bool:
-    return os.name == "posix" and os.environ.get(MODE_ENV) != "preexec" and _keeper.available()
+def _keeper_mode() -> bool:
+    return os.name == "posix" and os.environ.get(MODE_ENV) != "preexec"
 
 
-def spawn_args(
-    argv: Sequence[str], *, cwd: Path, env: Mapping[str, str]
-) -> tuple[list[str], Callable[[], None] | None]:
-    """``(argv, preexec_fn)`` for a ``Popen`` (with ``start_new_session=True``) of a child that must die
-    with this worker. With the keeper the ``preexec_fn`` is ``None``; call :func:`track` with the
-    child's pid right after ``Popen`` and :func:`untrack` once it is reaped."""
-    return list(argv), (None if _use_keeper() else die_with_parent())
+def preexec_fn() -> Callable[[], None] | None:
+    """The ``preexec_fn`` for a ``Popen`` (with ``start_new_session=True``) of a child that must die
+    with this worker: ``None`` with the keeper — then call :func:`track` with the child's pid right
+    after ``Popen`` and :func:`untrack` once it is reaped — else :func:`die_with_parent`."""
+    return None if _keeper_mode() and _keeper.available() else die_with_parent()
 
 
 def track(pgid: int) -> None:
     """Kill process group ``pgid`` if this worker dies before :func:`untrack`."""
-    if os.name == "posix" and os.environ.get(MODE_ENV) != "preexec":
+    if _keeper_mode():
         _keeper.track(pgid)
 
 
 def untrack(pgid: int) -> None:
     """The group's leader was reaped and the group swept: forget it."""
-    if os.name == "posix" and os.environ.get(MODE_ENV) != "preexec":
+    if _keeper_mode():
         _keeper.untrack(pgid)
 
 

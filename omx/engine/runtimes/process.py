@@ -81,9 +81,8 @@ class ChildProcess:
         self._stderr: deque[str] = deque(maxlen=STDERR_LINES)
         self._send_lock = threading.Lock()
         try:
-            spawn_argv, preexec = lifeline.spawn_args(self.argv, cwd=cwd, env=env)  # it dies with the worker
             self.proc = subprocess.Popen(
-                spawn_argv,
+                self.argv,
                 cwd=cwd,
                 env=dict(env),
                 stdin=subprocess.PIPE,
@@ -91,7 +90,7 @@ class ChildProcess:
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # its own process group: one killpg reaches its children too
                 close_fds=True,
-                preexec_fn=preexec,  # None with the keeper: a vfork, several times faster than fork
+                preexec_fn=lifeline.preexec_fn(),  # dies with the worker; None (a vfork) with the keeper
             )
         except OSError as exc:
             raise SpawnError(f"cannot start {self.argv[0]!r}: {exc.strerror or exc}") from exc

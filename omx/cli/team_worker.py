@@ -15,9 +15,12 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # not typing's: importing typing would delay the head start on Codex
 if TYPE_CHECKING:
+    from typing import Any
+
+    from omx.engine.early import EarlyServer
     from omx.state.filestore import FileStore
 
 #: option -> (parameter, kind, minimum). Kinds: str, path, int, flag. Keep in step with omx.cli.team.worker.
@@ -82,8 +85,26 @@ def parse_args(args: list[str]) -> dict[str, Any] | None:
 
 
 def run_worker(*, team: str | None, name: str | None, root: Path | None, repo: Path, workflow: Path | None,
-               until_empty: bool, max_tasks: int | None, shutdown_policy: str, poll_ms: int, verbose: bool) -> None:
-    """Run a worker: ACK the leader, then claim, run and report tasks until stopped or drained."""
+               until_empty: bool, max_tasks: int | None, shutdown_policy: str, poll_ms: int, verbose: bool,
+               early: EarlyServer | None = None) -> None:
+    """Run a worker: ACK the leader, then claim, run and report tasks until stopped or drained.
+
+    ``early``: a Codex server :func:`head_start` started; adopted by the worker (discarded if it
+    never gets that far).
+    """
+    try:
+        _run_worker(team=team, name=name, root=root, repo=repo, workflow=workflow, until_empty=until_empty,
+                    max_tasks=max_tasks, shutdown_policy=shutdown_policy, poll_ms=poll_ms, verbose=verbose,
+                    early=early)
+    except BaseException:
+        if early is not None:
+            early.discard()  # a no-op once the pool has adopted it (and stopped it on the way out)
+        raise
+
+
+def _run_worker(*, team: str | None, name: str | None, root: Path | None, repo: Path, workflow: Path | None,
+                until_empty: bool, max_tasks: int | None, shutdown_policy: str, poll_ms: int, verbose: bool,
+                early: EarlyServer | None) -> None:
     from omx.errors import InvalidInput
     from omx.state import names
 
@@ -114,7 +135,7 @@ def run_worker(*, team: str | None, name: str | None, root: Path | None, repo: P
 
     report = run_team_worker(store=open_store, team=team, worker=name, repo=repo, workflow_path=workflow,
                              until_empty=until_empty, max_tasks=max_tasks, shutdown_policy=shutdown_policy,
-                             poll_ms=poll_ms, after_spawn=configure_logging, exiting=EXITING)
+                             poll_ms=poll_ms, after_spawn=configure_logging, exiting=EXITING, early=early)
     sys.stdout.write(f"{team}/{name}: {report.completed} completed, {report.failed} failed, "
                      f"{report.released} released — {report.reason}\n")
     sys.stdout.flush()
@@ -127,9 +148,26 @@ def main(args: list[str]) -> int:
         from omx.cli.app import run_app
 
         return run_app(["team", "worker", *args])
+    early = head_start(kwargs)
     from omx.cli.exits import guarded
 
-    return guarded(lambda: run_worker(**kwargs))
+    return guarded(lambda: run_worker(**kwargs, early=early))
+
+
+def head_start(kwargs: dict[str, Any]) -> EarlyServer | None:
+    """Spawn the worker's Codex server now, before the engine is imported (see :mod:`omx.engine.early`),
+    when the arguments look like a worker that will run: a head start, never a failure of its own."""
+    if kwargs["shutdown_policy"] not in ("finish", "interrupt"):
+        return None
+    if not (kwargs["team"] and kwargs["name"]) and not os.environ.get("OMX_TEAM_WORKER"):
+        return None
+    try:
+        from omx import __version__
+        from omx.engine import early
+
+        return early.start(kwargs["repo"], kwargs["workflow"], __version__)
+    except Exception:  # whatever went wrong, the engine starts its own server and reports it
+        return None
 
 
 def exit_now(code: int) -> None:

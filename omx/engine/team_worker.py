@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from omx.engine.workflow import load_workflow, runs_codex_app_server
 
 if TYPE_CHECKING:
+    from omx.engine.early import EarlyServer
     from omx.engine.runtimes.app_server import AppServerPool
     from omx.engine.settings import RuntimeSettings
     from omx.engine.worker import WorkerReport
@@ -25,6 +26,7 @@ def run_team_worker(
     workflow_path: Path | None = None,
     until_empty: bool = False, max_tasks: int | None = None, shutdown_policy: str = "finish", poll_ms: int = 1_000,
     install_signals: bool = True, after_spawn: Callable[[], object] | None = None, exiting: bool = False,
+    early: EarlyServer | None = None,
 ) -> WorkerReport:
     """Run ``team``/``worker`` until it is told to stop (or the team drains, with ``until_empty``).
 
@@ -32,12 +34,16 @@ def run_team_worker(
     set-up the server need not wait for, such as the CLI's logging configuration. ``store`` may be a
     function that opens it, called at that point too (the CLI: the store's imports come after the spawn).
     ``exiting``: the process ends right after (the ``omx`` program): idle Codex servers are left to
-    exit on their own (see :meth:`AppServerPool.close`) instead of being waited for.
+    exit on their own (see :meth:`AppServerPool.close`) instead of being waited for. ``early``: a
+    server the caller started ahead of everything (:func:`omx.engine.early.start`), adopted here.
     """
     repo = repo.resolve()
     # Codex first when WORKFLOW.md plainly runs it (read without YAML): its start-up is the longest
     # wait of the first task. The parsed settings decide: a wrong guess only started a server for nothing.
-    pool = start_app_servers(None, repo) if runs_codex_app_server(workflow_path, repo) else None
+    if early is not None:
+        pool: AppServerPool | None = _adopting_pool(early, repo)
+    else:
+        pool = start_app_servers(None, repo) if runs_codex_app_server(workflow_path, repo) else None
     try:
         wf = load_workflow(workflow_path, repo, compile=False)
     except BaseException:
@@ -72,6 +78,18 @@ def run_team_worker(
     finally:
         if pool is not None:
             pool.close(wait=not exiting)
+
+
+def _adopting_pool(early: EarlyServer, repo: Path) -> AppServerPool:
+    from omx.engine.runtimes.app_server import AppServerPool
+
+    try:
+        pool = AppServerPool(repo)
+    except BaseException:
+        early.discard()
+        raise
+    pool.adopt(early)
+    return pool
 
 
 def start_app_servers(settings: RuntimeSettings | None, repo: Path) -> AppServerPool | None:

@@ -21,13 +21,14 @@ Example:
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omx.engine.data.default_workflow import DEFAULT_WORKFLOW_MD
+from omx.engine.early import WORKFLOW_FILE as WORKFLOW_FILE
+from omx.engine.early import runs_codex_app_server as runs_codex_app_server  # re-exported
 from omx.engine.settings import Settings, kind_of, resolve_settings
 from omx.errors import InvalidInput, Refused
 
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from jinja2 import Template
     from jinja2.sandbox import SandboxedEnvironment
 
-WORKFLOW_FILE = "WORKFLOW.md"
 #: Text that makes a template more than plain text: Jinja's delimiters, and "\r" (Jinja normalizes newlines).
 _JINJA_MARKS = ("{{", "{%", "{#", "\r")
 #: The variables omx passes to the template. ``issue`` (Symphony's name) is a view of ``task``.
@@ -182,37 +182,6 @@ def load_workflow(path: Path | None, repo: Path, *, compile: bool = True) -> Wor
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowInvalid(f"{path}: cannot read: {exc}", path=str(path)) from None
     return parse_workflow(text, path, compile=compile)
-
-
-_COMMENT = re.compile(r"(?:^|\s)#.*")
-_NOT_DEFAULT = re.compile(r"command|codex-exec|\bcodex['\"]?\s*:")
-_KIND = re.compile(r"\bkind['\"]?\s*:\s*['\"]?([\w-]*)")
-
-
-def runs_codex_app_server(path: Path | None, repo: Path) -> bool:
-    """A guess, without YAML, that the workflow runs the default ``codex app-server`` (no ``command``).
-
-    For a worker that wants to start Codex before it has parsed WORKFLOW.md: true when the front
-    matter, comments aside, names no runtime command, no other kind and no Symphony ``codex``
-    section. A wrong guess costs a server started for nothing, never a wrong one: the parsed settings
-    decide what runs.
-    """
-    if path is None:
-        path = repo / WORKFLOW_FILE
-        if not path.is_file():
-            return True  # the built-in default
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError):
-        return False
-    lines = text.splitlines()
-    if not lines or lines[0].rstrip() != "---":
-        return True  # no front matter: default settings
-    end = next((i for i, line in enumerate(lines[1:], 1) if line.rstrip() in ("---", "...")), len(lines))
-    front = _COMMENT.sub("", "\n".join(lines[1:end]))
-    if _NOT_DEFAULT.search(front):
-        return False
-    return all(kind == "codex-app-server" for kind in _KIND.findall(front))
 
 
 def parse_workflow(text: str, path: Path | None, *, compile: bool = True) -> Workflow:

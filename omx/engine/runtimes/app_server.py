@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from omx.engine.early import INIT_ID, app_server_argv, handshake
 from omx.engine.runtimes.base import (
     DEFAULT_KILL_GRACE_S,
     EventSink,
@@ -49,11 +50,13 @@ from omx.engine.runtimes.base import (
     bounded,
     empty_tokens,
 )
-from omx.engine.runtimes.codex_common import find_codex, item_event, message_text, parse_json_line, tokens_from
-from omx.engine.runtimes.exec import KEEP_PATH
+from omx.engine.runtimes.codex_common import item_event, message_text, parse_json_line, tokens_from
 from omx.engine.runtimes.process import ChildProcess, Output, SpawnError, Watchdog
 
 if TYPE_CHECKING:
+    import subprocess
+
+    from omx.engine.early import EarlyServer
     from omx.engine.settings import RuntimeSettings
 
 #: JSON-RPC "method not found", our answer to server requests omx does not handle.
@@ -82,10 +85,7 @@ class AppServerRuntime:
 def server_argv(settings: RuntimeSettings, env: Mapping[str, str]) -> list[str] | None:
     """The server's argv: ``runtime.command``, else ``codex app-server`` from ``env``'s PATH (``None``: no codex)."""
     argv = list(settings.command or [])
-    if argv:
-        return argv
-    codex = find_codex(env)
-    return [codex, "app-server", *KEEP_PATH] if codex is not None else None
+    return argv if argv else app_server_argv(env)
 
 
 #: Seconds an unused pooled server is kept.
@@ -102,18 +102,17 @@ class _Server:
     so the handshake costs no round trip of its own, and Codex starts up meanwhile.
     """
 
-    def __init__(self, argv: list[str], *, cwd: Path, env: Mapping[str, str]) -> None:
+    def __init__(self, argv: list[str], *, cwd: Path, env: Mapping[str, str],
+                 proc: subprocess.Popen[bytes] | None = None) -> None:
         self.key = _key(argv, env)
-        self.child = ChildProcess(argv, cwd=cwd, env=env)
-        self.ids = itertools.count(1)
+        self.child = ChildProcess(argv, cwd=cwd, env=env, proc=proc)
+        self.ids = itertools.count(INIT_ID)
         self.ready = False  # the handshake is done
         self.broken = False  # died, or left in a state no next turn can trust
         self.idle_since = time.monotonic()
         self.init_id = next(self.ids)
-        info = {"name": "omx", "title": "omx", "version": _client_version()}
-        init = {"clientInfo": info, "capabilities": {"experimentalApi": True}}
-        self.child.send(json.dumps({"method": "initialize", "id": self.init_id, "params": init}))
-        self.child.send(json.dumps({"method": "initialized", "params": {}}))
+        if proc is None:  # an adopted server (omx.engine.early) was sent the same bytes when it started
+            self.child.write(handshake(_client_version()))
 
     def usable(self) -> bool:
         return not self.broken and self.child.poll() is None
@@ -250,6 +249,20 @@ class AppServerPool:
         with self._lock:
             self._idle.append(server)
         return True
+
+    def adopt(self, early: EarlyServer) -> None:
+        """Take over a server started ahead of the engine (see :mod:`omx.engine.early`), for the first task.
+
+        Kept like any idle server: a task whose argv and environment differ from what it was started
+        with stops it and gets a server of its own.
+        """
+        server = _Server(early.argv, cwd=Path(early.cwd), env=early.env, proc=early.take())
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._idle.append(server)
+        if closed:
+            server.stop(settled=False, grace_s=self.kill_grace_s)
 
     def _checkout(self, argv: list[str], env: Mapping[str, str]) -> tuple[_Server, bool]:
         """A server for ``argv`` and ``env`` (and whether it was kept from before): an idle one or a new one."""

@@ -42,13 +42,13 @@ Event kinds (``RuntimeEvent.kind``) and their ``data``:
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from omx.engine.early import agent_env as agent_env  # re-exported: the runtimes' callers import it from here
 from omx.errors import InvalidInput
 
 if TYPE_CHECKING:
@@ -67,10 +67,6 @@ EVENT_KINDS: tuple[str, ...] = (
     "error",
     "log",
 )
-
-#: Environment variables never passed to the agent: omx's own and anything that looks like a secret.
-_SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL", "PRIVATE_KEY")
-_KEEP = ("OPENAI_API_KEY", "CODEX_API_KEY")  # the agent's own model credentials are the agent's business
 
 #: Seconds a run waits for the agent to wind down after an interrupt before killing it.
 DEFAULT_KILL_GRACE_S = 5.0
@@ -152,16 +148,6 @@ class Runtime(Protocol):
             cancel: set it (from any thread) to interrupt the run; the result is ``interrupted``.
         """
         ...
-
-
-def agent_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """The agent's environment: the worker's, minus omx/platform state and secrets."""
-    env = dict(os.environ if base is None else base)
-    for k in list(env):
-        upper = k.upper()
-        if upper.startswith("OMX_") or (any(m in upper for m in _SECRET_MARKERS) and upper not in _KEEP):
-            del env[k]
-    return env
 
 
 def empty_tokens() -> dict[str, int]:

@@ -8,10 +8,10 @@ same :class:`~omx.engine.runtimes.base.RuntimeEvent`, so a worker sees one vocab
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping
 from typing import Any
 
+from omx.engine.early import find_codex as find_codex  # re-exported: the runtimes import it from here
 from omx.engine.runtimes.base import RuntimeEvent
 
 #: Longest command output kept in a ``command`` event (characters, the tail).
@@ -20,11 +20,6 @@ MAX_OUTPUT_CHARS = 4000
 _COMMAND = ("commandExecution", "command_execution")
 _MESSAGE = ("agentMessage", "agent_message")
 _FILES = ("fileChange", "file_change")
-
-
-def find_codex(env: Mapping[str, str]) -> str | None:
-    """The ``codex`` executable on the ``PATH`` of ``env`` (the agent's env, not ours), or ``None``."""
-    return shutil.which("codex", path=env.get("PATH"))
 
 
 def toml_value(value: Any) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from omx.engine.early import KEEP_PATH
 from omx.engine.runtimes.base import (
     DEFAULT_KILL_GRACE_S,
     EventSink,
@@ -40,10 +41,6 @@ from omx.engine.runtimes.codex_common import (
     toml_value,
 )
 from omx.engine.runtimes.process import ChildProcess, Output, SpawnError, Watchdog, drive
-
-#: Codex runs shell commands in a login shell by default, and a distribution's /etc/profile resets
-#: PATH: the agent would lose the worker's PATH (the venv's ``omx``, the project's tools).
-KEEP_PATH = ["-c", "allow_login_shell=false"]
 
 
 def exec_argv(prefix: list[str], req: RunRequest) -> list[str]:

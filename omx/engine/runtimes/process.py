@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
+from omx.engine.early import popen
 from omx.engine.runtimes import lifeline
 from omx.pids import pid_alive as pid_alive  # re-exported: runtimes and their tests use it from here
 
@@ -63,6 +64,8 @@ class ChildProcess:
         env: the child's whole environment.
         stdin_data: written to stdin by a thread (so a child that never reads cannot block us), then
             stdin is closed. ``None`` keeps stdin open for :meth:`send`.
+        proc: a child already started by :func:`omx.engine.early.popen` with these ``argv``, ``cwd``
+            and ``env`` (the worker's head start on Codex), adopted instead of starting one.
 
     Raises:
         SpawnError: if the program cannot be started.
@@ -72,30 +75,22 @@ class ChildProcess:
         self,
         argv: Sequence[str],
         *,
-        cwd: Path,
+        cwd: str | Path,
         env: Mapping[str, str],
         stdin_data: bytes | None = None,
+        proc: subprocess.Popen[bytes] | None = None,
     ) -> None:
         self.argv = list(argv)
         self.queue: queue.Queue[Output] = queue.Queue()
         self._stderr: deque[str] = deque(maxlen=STDERR_LINES)
         self._send_lock = threading.Lock()
-        try:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=cwd,
-                env=dict(env),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # its own process group: one killpg reaches its children too
-                close_fds=True,
-                preexec_fn=lifeline.preexec_fn(),  # dies with the worker; None (a vfork) with the keeper
-            )
-        except OSError as exc:
-            raise SpawnError(f"cannot start {self.argv[0]!r}: {exc.strerror or exc}") from exc
-        self.pid = self.proc.pid
-        lifeline.track(self.pid)  # its group is killed if this worker dies before stop() reaps it
+        if proc is None:
+            try:
+                proc = popen(self.argv, cwd=cwd, env=env)  # its own session, tracked by the lifeline
+            except OSError as exc:
+                raise SpawnError(f"cannot start {self.argv[0]!r}: {exc.strerror or exc}") from exc
+        self.proc = proc
+        self.pid = proc.pid
         assert self.proc.stdout is not None
         assert self.proc.stderr is not None
         self._threads = [
@@ -172,12 +167,16 @@ class ChildProcess:
 
     def send(self, line: str) -> bool:
         """Write one line (a newline is added) to stdin; ``False`` if the child no longer reads."""
+        return self.write(line.encode("utf-8") + b"\n")
+
+    def write(self, data: bytes) -> bool:
+        """Write ``data`` to stdin as it is; ``False`` if the child no longer reads."""
         stdin = self.proc.stdin
         if stdin is None:
             return False
         with self._send_lock:
             try:
-                stdin.write(line.encode("utf-8") + b"\n")
+                stdin.write(data)
                 stdin.flush()
             except (OSError, ValueError):
                 return False

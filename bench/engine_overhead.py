@@ -20,10 +20,12 @@ machine hits all alike:
 Goal (issue): median(omx worker) / median(runtime, in-process) <= 1.2. A profile of an in-process worker
 run (timers wrapped around each phase) and the CLI's start-up cost say where the rest of the time goes.
 
-The worker keeps one ``codex app-server`` for all its tasks and starts it as soon as it has read
-WORKFLOW.md's settings, so Codex's own start-up overlaps the rest of the worker's (imports, template,
-startup ACK, claim, worktree): the per-task figure has no server start at all, the one-task figure
-pays the worker's start-up before that spawn (interpreter, ``import omx``, settings).
+The worker keeps one ``codex app-server`` for all its tasks and starts it right after parsing its
+arguments, before it imports the engine (``omx.engine.early``), so Codex's own start-up overlaps the
+rest of the worker's (imports, WORKFLOW.md, startup ACK, claim, worktree): the per-task figure has no
+server start at all, the one-task figure pays the worker's start-up before that spawn (interpreter,
+``omx.cli.team_worker``, ``omx.engine.early``). The in-process profile has no head start (its
+imports are done): there the pool spawns the server itself.
 
 omx's modules are byte-compiled first (``compileall``), as pip does when it installs omx: with
 ``PYTHONDONTWRITEBYTECODE=1`` in the environment (as on the machines these benchmarks run on) every
@@ -300,7 +302,7 @@ def process_start(env: dict[str, str], rounds: int) -> dict[str, float]:
     commands = {
         "python -c pass": [PY, "-c", "pass"],
         "python: the worker's imports before it spawns the app-server": [
-            PY, "-c", "import omx.cli.team_worker, omx.engine.team_worker, omx.engine.runtimes.app_server"],
+            PY, "-c", "import omx.cli.team_worker, omx.engine.early, omx.engine.runtimes.lifeline"],
         "python: all the worker's imports (+ jinja2, runner, store source, loop)": [
             PY, "-c", "import omx.cli.team_worker, omx.engine.team_worker, omx.engine.runtimes.app_server, yaml, "
                       "jinja2.sandbox, omx.engine.runner, omx.engine.filesource, omx.engine.worker"],

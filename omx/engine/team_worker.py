@@ -81,13 +81,10 @@ def run_team_worker(
 
 
 def _adopting_pool(early: EarlyServer, repo: Path) -> AppServerPool:
+    # Should this fail, ``early`` is still the caller's to discard (see omx.cli.team_worker.run_worker).
     from omx.engine.runtimes.app_server import AppServerPool
 
-    try:
-        pool = AppServerPool(repo)
-    except BaseException:
-        early.discard()
-        raise
+    pool = AppServerPool(repo)
     pool.adopt(early)
     return pool
 

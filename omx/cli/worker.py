@@ -71,7 +71,7 @@ def create(
     opts = _settings_options(repo, isolation, workflow, max_runs, worktree_root, auto_start, instructions)
     opts.pop("repo")
     done = create_worker(load_platform_config(url=url), name=name, repo=repo, agent_id=agent, **opts)
-    _configured(done, as_json)
+    _configured(done, as_json, start=done.settings.auto_start)
 
 
 @app.command("configure")
@@ -88,10 +88,15 @@ def configure(
 
     opts = _settings_options(repo, isolation, workflow, max_runs, worktree_root, auto_start, instructions)
     done = configure_worker(load_platform_config(url=url), worker_id, name=name, **opts)
-    _configured(done, as_json)
+    _configured(done, as_json, start=auto_start is True)
 
 
-def _configured(done: Any, as_json: bool) -> None:
+def _configured(done: Any, as_json: bool, *, start: bool) -> None:
+    """Say what was saved; start the background worker when asked to now (``start``), never a second one.
+
+    ``auto_start`` is acted on when the worker is created or ``--auto-start`` was just passed: editing
+    another setting of an auto-start worker must not start (or fail to start) it again.
+    """
     s = done.settings
     if as_json:
         typer.echo(json.dumps({"settings": s.model_dump(mode="json"), "path": str(done.path),
@@ -102,9 +107,14 @@ def _configured(done: Any, as_json: bool) -> None:
         typer.echo(f"settings  {done.path}")
         typer.echo(f"workflow  {s.workflow}{' (starter written)' if done.wrote_workflow else ''}")
         typer.echo(f"repo      {s.repo} (isolation {s.isolation}, worktrees under {s.worktree_root})")
-    if s.auto_start:
-        from omx.platform import daemon
+    from omx.platform import daemon
 
+    running = daemon.status(s.id)
+    if running.running:
+        typer.echo(f"worker {s.id} is running (pid {running.pid}) {running.how()}: restart it to apply the new "
+                   f"settings (`omx worker stop --worker {s.id}`, then `omx worker start --worker {s.id}`)",
+                   err=as_json)
+    elif start:
         st = daemon.start(s.id)
         typer.echo(f"started in the background (pid {st.pid}); logs: omx worker logs --worker {s.id}", err=as_json)
     elif not as_json:
@@ -132,20 +142,31 @@ def list_workers(as_json: bool = _JSON) -> None:
 
 @app.command("doctor")
 def doctor(worker: str | None = _WORKER, url: str | None = _URL, as_json: bool = _JSON) -> None:
-    """Check auth, workspace, registration, local settings, workflow, worktree root, Codex, stale configs."""
+    """Check auth, workspace, registration, local settings, workflow, worktree root, Codex, stale configs
+    (for every configured worker unless --worker names one)."""
     from omx.platform import doctor as doc
     from omx.platform.config import list_worker_settings, pick_worker
 
-    # With no worker configured yet, check what can be checked (platform, login, workspace).
-    settings = pick_worker(worker) if worker or list_worker_settings()[0] else None
-    report = doc.run(settings, url=url)
+    workers = [pick_worker(worker)] if worker else list_worker_settings()[0]
+    if len(workers) > 1:
+        sections = doc.run_each(workers, url=url)
+    else:  # one worker, or none yet: what can be checked (platform, login, workspace)
+        only = workers[0] if workers else None
+        sections = [(only, doc.run(only, url=url))]
+    ok = all(report.ok for _, report in sections)
     if as_json:
-        typer.echo(json.dumps({"ok": report.ok, "checks": [c.to_dict() for c in report.checks]}, indent=2))
+        typer.echo(json.dumps({"ok": ok, "checks": [c.to_dict() for _, r in sections for c in r.checks],
+                               "workers": {s.id: {"ok": r.ok, "checks": [c.to_dict() for c in r.checks]}
+                                           for s, r in sections if s is not None}}, indent=2))
     else:
-        for c in report.checks:
-            mark = "ok  " if c.ok else {"error": "FAIL", "warning": "warn", "info": "info"}[c.level]
-            typer.echo(f"[{mark}] {c.name}: {c.detail}")
-    if not report.ok:
+        for settings, report in sections:
+            if len(sections) > 1:
+                typer.echo(f"{'shared' if settings is None else f'worker {settings.name} ({settings.id})'}:")
+            for c in report.checks:
+                mark = "ok  " if c.ok else {"error": "FAIL", "warning": "warn", "info": "info"}[c.level]
+                text = f"[{mark}] {c.name}: {c.detail}"
+                typer.echo("\n".join(f"  {line}" for line in text.splitlines()) if len(sections) > 1 else text)
+    if not ok:
         raise typer.Exit(1)
 
 
@@ -159,10 +180,11 @@ def run(
 
     settings = _pick(worker)
     _logging(verbose)
+    say = _say()
     with exclusive(settings.id):
-        out = run_worker(settings, only_session=session_id, say=_say(), lease_ms=_lease(lease_ms), url=url)
-    line = out.outcomes.get(session_id, out.report.reason)
-    typer.echo(f"{session_id}: {line}")
+        out = run_worker(settings, only_session=session_id, say=say, lease_ms=_lease(lease_ms), url=url, mode="run")
+    if session_id not in out.outcomes:  # how it ended was said as it ended, otherwise
+        say(f"{session_id}: {out.report.reason}")
     if out.report.completed != 1:
         raise typer.Exit(1)
 
@@ -175,14 +197,21 @@ def watch(
     background: bool = typer.Option(False, "--background", hidden=True),
 ) -> None:
     """Poll the platform and run its sessions, with progress here; Ctrl-C releases the running session."""
+    from omx.errors import OmxError
+    from omx.platform.runstate import record_start_failure
     from omx.platform.service import exclusive, run_worker
 
-    settings = _pick(worker)
-    _logging(verbose or background, requests=verbose)
-    say = _say(dated=background)
-    with exclusive(settings.id):
-        out = run_worker(settings, say=say, poll_interval_ms=poll_ms, lease_ms=_lease(lease_ms),
-                         max_sessions=max_sessions, url=url)
+    try:
+        settings = _pick(worker)
+        _logging(verbose or background, requests=verbose)
+        say = _say(dated=background)
+        with exclusive(settings.id):
+            out = run_worker(settings, say=say, poll_interval_ms=poll_ms, lease_ms=_lease(lease_ms),
+                             max_sessions=max_sessions, url=url, mode="background" if background else "foreground")
+    except OmxError as exc:
+        if background and worker:  # `omx worker start` waits for this child: tell it why, code and all
+            record_start_failure(worker, exc)
+        raise
     r = out.report
     say(f"stopped ({r.reason}): {r.completed} completed, {r.failed} failed, {r.released} released, {r.lost} lost")
     if out.stopped_by:
@@ -204,26 +233,29 @@ def start(worker: str | None = _WORKER, poll_ms: int | None = _POLL, lease_ms: i
 
 @app.command("status")
 def status(worker: str | None = _WORKER, as_json: bool = _JSON) -> None:
-    """Whether the background worker runs, what it is doing, and when the platform last answered."""
+    """Whether the worker runs here (in the background, or a `watch` in a terminal), what it is doing, and when
+    the platform last answered."""
     from omx.platform import daemon
 
     settings = _pick(worker)
     st = daemon.status(settings.id)
     if as_json:
-        typer.echo(json.dumps({"worker_id": st.worker_id, "running": st.running, "pid": st.pid, "state": st.state,
-                               "log": str(st.log), "stale_pidfile": st.stale_pidfile}, indent=2))
+        typer.echo(json.dumps({"worker_id": st.worker_id, "running": st.running, "pid": st.pid, "mode": st.mode,
+                               "state": st.state, "log": str(st.log), "stale_pidfile": st.stale_pidfile}, indent=2))
+    elif st.running:
+        s = (st.state or {}) if st.mode else {}  # a state file written by this process, not an earlier one
+        cur = ", ".join(s.get("current") or []) or "nothing"
+        typer.echo(f"{settings.name} ({settings.id}): running, pid {st.pid}, {s.get('state', 'starting')} — "
+                   f"{st.how()}")
+        typer.echo(f"sessions: running {cur}; {s.get('completed', 0)} completed, {s.get('failed', 0)} failed, "
+                   f"{s.get('released', 0)} released; platform last answered {s.get('last_platform_ok_at')}")
+        if s.get("last_error"):
+            typer.echo(f"last error: {s['last_error']}")
+        typer.echo(f"log: {st.log}" if st.mode == "background" else "its output is in the terminal that runs it")
     else:
         s = st.state or {}
-        if st.running:
-            cur = ", ".join(s.get("current") or []) or "nothing"
-            typer.echo(f"{settings.name} ({settings.id}): running, pid {st.pid}, {s.get('state', '?')} — running "
-                       f"{cur}; {s.get('completed', 0)} completed, {s.get('failed', 0)} failed, "
-                       f"{s.get('released', 0)} released; platform last answered {s.get('last_platform_ok_at')}")
-            if s.get("last_error"):
-                typer.echo(f"last error: {s['last_error']}")
-        else:
-            typer.echo(f"{settings.name} ({settings.id}): not running"
-                       + (f" (last: {s.get('state')} at {s.get('updated_at')})" if s else ""))
+        typer.echo(f"{settings.name} ({settings.id}): not running"
+                   + (f" (last: {s.get('state')} at {s.get('updated_at')})" if s else ""))
         typer.echo(f"log: {st.log}")
     if not st.running:
         raise typer.Exit(1)
@@ -256,7 +288,8 @@ def stop(
     worker: str | None = _WORKER,
     timeout: float = typer.Option(30.0, "--timeout", help="seconds to wait before killing it"),
 ) -> None:
-    """Stop the background worker gracefully (the running session is released); exit 1 if it had to be killed."""
+    """Stop the running worker gracefully — background, or a `watch` in a terminal — releasing its session; exit 1
+    if it had to be killed."""
     from omx.platform import daemon
 
     settings = _pick(worker)
@@ -332,6 +365,21 @@ def _logging(verbose: bool, *, requests: bool = True) -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if not requests:  # a background worker's log: not a line per poll and heartbeat
         logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not verbose:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_outage_detail)
+
+
+def _outage_detail(record: logging.LogRecord) -> bool:
+    """Drop the engine's per-attempt warnings about an unreachable platform (a failed heartbeat or renewal).
+
+    Without -v an outage is one line when it starts and one when it ends (the source says both);
+    each failed call is a detail for -v.
+    """
+    from omx.platform.errors import PlatformUnavailable
+
+    args = record.args if isinstance(record.args, tuple) else ()
+    return not any(isinstance(a, PlatformUnavailable) for a in args)
 
 
 def _say(*, dated: bool = False) -> Callable[[str], None]:

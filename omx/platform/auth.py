@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from omx.platform.client import QUICK, PlatformClient, api_key_message, clean
+from omx.platform.client import QUICK, PlatformClient, api_key_message, oauth_error
 from omx.platform.config import PlatformConfig, home
 from omx.platform.errors import ApiKeyRefused, PlatformAuthError, PlatformError
 from omx.platform.models import DeviceCode, TokenGrant
@@ -102,11 +102,17 @@ def oauth_client(cfg: PlatformConfig) -> PlatformClient:
 
 
 def worker_client(cfg: PlatformConfig, **options: Any) -> PlatformClient:
-    """A client for worker operations, logged in; refuses an API key before it sends anything."""
+    """A client for worker operations, logged in; refuses an API key before it sends anything.
+
+    Raises:
+        PlatformConfigError: no platform URL is configured (checked first: the login is per platform).
+        ApiKeyRefused, PlatformAuthError: see :class:`TokenProvider`.
+    """
+    url = cfg.require_url()
     provider = TokenProvider(cfg)
     options.setdefault("retry", cfg.retry_policy())
-    return PlatformClient(cfg.require_url(), tokens=provider, timeout_s=cfg.timeout_s,
-                          api_key_prefix=cfg.api_key_prefix, **options)
+    return PlatformClient(url, tokens=provider, timeout_s=cfg.timeout_s, api_key_prefix=cfg.api_key_prefix,
+                          **options)
 
 
 class TokenProvider:
@@ -167,7 +173,7 @@ class TokenProvider:
                 status, body = client.token({"grant_type": "refresh_token", "refresh_token": current.refresh_token,
                                              "client_id": self.cfg.client_id})
             if status != 200:
-                code = clean(body.get("error") or f"HTTP {status}", 60)
+                code, _ = oauth_error(status, body)
                 raise PlatformAuthError(f"the login could not be refreshed ({code}): run `omx auth login`",
                                         platform_code=code)
             fresh = _stored(TokenGrant.model_validate(body), self.cfg, self.clock(), current)
@@ -198,7 +204,7 @@ def device_login(cfg: PlatformConfig, *, show: Callable[[DeviceCode], None],
                                          "client_id": cfg.client_id})
             if status == 200:
                 break
-            error = str(body.get("error") or "")
+            error, desc = oauth_error(status, body)
             if error == "authorization_pending":
                 continue
             if error == "slow_down":  # RFC 8628 §3.5: add 5 seconds to the interval from now on
@@ -208,7 +214,7 @@ def device_login(cfg: PlatformConfig, *, show: Callable[[DeviceCode], None],
                 raise PlatformAuthError("the code expired before it was approved: run `omx auth login` again")
             if error == "access_denied":
                 raise PlatformAuthError("the login was denied on the platform")
-            raise PlatformAuthError(f"the login failed: {clean(error or f'HTTP {status}', 60)}")
+            raise PlatformAuthError(f"the login failed: {error}{': ' + desc if desc else ''}", platform_code=error)
     tokens = _stored(TokenGrant.model_validate(body), cfg, clock(), None)
     if tokens.access_token.startswith(cfg.api_key_prefix):
         raise ApiKeyRefused(api_key_message("the token the platform issued"))

@@ -13,7 +13,11 @@ Reliability, in one place:
 * every POST carries an ``Idempotency-Key`` that stays the same across its retries, so a claim
   whose answer was lost on the way back is answered again instead of being claimed twice;
 * a 401 refreshes the OAuth token once and repeats the call;
-* worker operations are refused *before sending* when the token is an API key.
+* worker operations are refused *before sending* when the token is an API key;
+* each retry is logged at INFO (``-v``); a call that gives up starts an *outage*, and the first answer
+  after it ends the outage with one call of ``on_recovery`` — so a person sees one line when the
+  platform stops answering and one when it is back, not one per attempt;
+* errors name the request as sent (``POST /api/v1/sessions/ses_1/claims``), never a route template.
 
 httpx is imported when a client is built, never when omx's commands are loaded.
 
@@ -31,6 +35,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import quote
@@ -145,6 +150,10 @@ class PlatformClient:
         self.oauth_urls = {k: v for k, v in (oauth_urls or {}).items() if v}
         self._http = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
                                   headers={"User-Agent": "omx-worker/0.1", "Accept": "application/json"})
+        #: Called (with the outage's length in seconds) by the first answer after a call gave up.
+        self.on_recovery: Callable[[float], None] | None = None
+        self._down_since: float | None = None
+        self._health = threading.Lock()
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -264,10 +273,12 @@ class PlatformClient:
     # --- transport ------------------------------------------------------------------------------
 
     def _oauth(self, name: str, form: dict[str, str], retry: RetryPolicy | None = None) -> tuple[int, dict[str, Any]]:
-        def send(headers: dict[str, str]) -> httpx.Response:
-            return self._http.post(self.oauth_url(name), data=form, headers=headers)
+        url = self.oauth_url(name)
 
-        resp = self._send(name, send, retry or self.retry, None)
+        def send(headers: dict[str, str]) -> httpx.Response:
+            return self._http.post(url, data=form, headers=headers)
+
+        resp = self._send(f"POST {url}", send, retry or self.retry, None)
         return resp.status_code, _json(resp)
 
     def _call(self, name: str, *, json: dict[str, Any] | None = None, params: dict[str, str] | None = None,
@@ -278,6 +289,7 @@ class PlatformClient:
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         url = self.base_url + path
+        what = f"{method} {path}"
         if self.tokens is None:
             raise E.PlatformAuthError("not logged in: run `omx auth login`")
         token = self.tokens.access_token()
@@ -292,16 +304,16 @@ class PlatformClient:
                     headers["Idempotency-Key"] = idem
                 return self._http.request(method, url, json=json, params=params, headers=headers)
 
-            resp = self._send(name, send, retry or self.retry, cancel)
+            resp = self._send(what, send, retry or self.retry, cancel)
             if resp.status_code == 401 and not refreshed:
                 token, refreshed = self.tokens.refresh(token), True
                 continue
             if resp.status_code >= 400:
-                raise map_error(resp.status_code, _json(resp), name)
+                raise map_error(resp.status_code, _json(resp), what)
             return _json(resp)
 
-    def _send(self, name: str, send: Any, policy: RetryPolicy, cancel: threading.Event | None) -> httpx.Response:
-        """One logical request with retries; returns the first response that is not retryable."""
+    def _send(self, what: str, send: Any, policy: RetryPolicy, cancel: threading.Event | None) -> httpx.Response:
+        """One logical request (``what``: ``METHOD /path``) with retries; the first response that is not retryable."""
         import httpx
 
         started = time.monotonic()
@@ -315,21 +327,50 @@ class PlatformClient:
                 retry_after = None
             else:
                 if resp.status_code < 500 and resp.status_code != 429:
+                    self._answered()
                     return resp
                 failure = f"HTTP {resp.status_code}: {clean(_message(_json(resp)), 120)}"
                 retry_after = _retry_after(resp)
             out_of_time = policy.budget_s is not None and time.monotonic() - started >= policy.budget_s
             if attempt >= policy.attempts or out_of_time:
+                with self._health:
+                    self._down_since = self._down_since or time.monotonic()
                 raise E.PlatformUnavailable(
-                    f"the platform did not answer {ROUTES[name][0]} {ROUTES[name][1]} after {attempt} attempt(s) "
-                    f"in {time.monotonic() - started:.1f}s (last: {failure})", route=name, attempts=attempt)
+                    f"the platform did not answer {what} after {attempt} attempt(s) "
+                    f"in {time.monotonic() - started:.1f}s (last: {failure})", request=what, attempts=attempt)
             delay = policy.delay(attempt) if retry_after is None else min(policy.cap_s, retry_after)
-            log.warning("platform: %s failed (%s); retry %d/%d in %.1fs", name, failure, attempt + 1,
-                        policy.attempts, delay)
+            log.info("platform: %s failed (%s); retry %d/%d %s", what, failure, attempt + 1, policy.attempts,
+                     after(delay))
             if cancel is not None and cancel.wait(delay):
-                raise E.PlatformUnavailable(f"{name}: stopped while waiting to retry (last: {failure})", route=name)
+                raise E.PlatformUnavailable(f"{what}: stopped while waiting to retry (last: {failure})", request=what)
             if cancel is None:
                 time.sleep(delay)
+
+
+    def _answered(self) -> None:
+        """The platform answered: end an outage (once, whichever thread sees the answer first)."""
+        if self._down_since is None:
+            return
+        with self._health:
+            since, self._down_since = self._down_since, None
+        if since is not None and self.on_recovery is not None:
+            self.on_recovery(time.monotonic() - since)
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` for a person: ``50 ms``, ``2.5 s``, ``40 s``, ``3 min``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min"
+
+
+def after(seconds: float) -> str:
+    """When a wait of ``seconds`` ends, for a person: ``at once``, ``in 50 ms``, ``in 2.5 s``."""
+    return "at once" if seconds < 0.001 else f"in {duration(seconds)}"
 
 
 def _id(value: str, what: str) -> str:
@@ -345,13 +386,13 @@ def api_key_message(where: str) -> str:
             "Remove the key and run `omx auth login`.")
 
 
-def map_error(status: int, body: dict[str, Any], name: str) -> E.PlatformError:
-    """The :mod:`omx.platform.errors` class for a 4xx answer (by the platform's error code first)."""
+def map_error(status: int, body: dict[str, Any], what: str) -> E.PlatformError:
+    """The :mod:`omx.platform.errors` class for a 4xx answer to ``what`` (``METHOD /path`` as sent), by the
+    platform's error code first."""
     raw = body.get("error")
     err: dict[str, Any] = raw if isinstance(raw, dict) else {}
     code = str(err.get("code") or "")
     msg = clean(err.get("message") or f"HTTP {status}")
-    what = f"{ROUTES[name][0]} {ROUTES[name][1]}"
     if code == "api_key_not_allowed":
         return E.ApiKeyRefused(api_key_message("the token sent"), platform_code=code)
     if code in _CLAIM_GONE or status == 410:
@@ -371,9 +412,22 @@ def map_error(status: int, body: dict[str, Any], name: str) -> E.PlatformError:
     return E.PlatformError(f"{what}: HTTP {status}: {msg}", platform_code=code)
 
 
+def oauth_error(status: int, body: dict[str, Any]) -> tuple[str, str]:
+    """(code, description) of an OAuth error answer, as text.
+
+    RFC 6749 says ``{"error": "<code>", "error_description": ...}``; an endpoint that is not OAuth's
+    (a wrong URL, a proxy) may answer the API's ``{"error": {"code", "message"}}`` or nothing at all.
+    """
+    raw = body.get("error")
+    if isinstance(raw, dict):
+        code, desc = raw.get("code"), raw.get("message")
+    else:
+        code, desc = raw, body.get("error_description")
+    return clean(code or f"HTTP {status}", 60), clean(desc or "")
+
+
 def _oauth_error(status: int, body: dict[str, Any], what: str) -> E.PlatformError:
-    code = clean(body.get("error") or f"HTTP {status}", 60)
-    desc = clean(body.get("error_description") or "")
+    code, desc = oauth_error(status, body)
     return E.PlatformAuthError(f"{what} failed: {code}{': ' + desc if desc else ''}", platform_code=code)
 
 

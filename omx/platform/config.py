@@ -108,8 +108,8 @@ class PlatformConfig:
         """The platform's base URL, or :class:`PlatformConfigError` saying how to set it."""
         if not self.url:
             raise PlatformConfigError(
-                f"no platform URL: set {ENV['url']} or run `omx auth login --url <url>` "
-                f"(it is saved in {platform_config_path()})")
+                f"no platform URL is configured: run `omx auth login --url <url>` (it is saved in "
+                f"{platform_config_path()}), or set {ENV['url']}")
         return self.url.rstrip("/")
 
 

@@ -1,7 +1,8 @@
 """``omx worker doctor``: everything a platform worker needs, checked in the order it is needed.
 
 Each check says what is wrong and what to do. Levels as in ``omx doctor``: an ``error`` makes the
-command exit 1, a ``warning`` or ``info`` does not.
+command exit 1, a ``warning`` or ``info`` does not. Without ``--worker`` every configured worker is
+checked (:func:`run_each`): the platform, the login and the workspace once, then each worker's own.
 """
 
 from __future__ import annotations
@@ -26,13 +27,7 @@ from omx.platform.service import load_worker_workflow, platform_for
 def run(settings: WorkerSettings | None, *, url: str | None = None) -> Report:
     """All the checks for one worker (``None``: only the platform and the other local configs)."""
     report = Report()
-    try:
-        cfg = platform_for(settings, url=url) if settings else load_platform_config(url=url)
-        cfg.require_url()
-        report.add("platform", True, f"{cfg.url} (from {cfg.sources.get('url', 'the worker settings')})")
-    except OmxError as exc:
-        report.add("platform", False, exc.message)
-        cfg = None
+    cfg = _check_platform(report, settings, url)
     client = _check_auth(report, cfg) if cfg else None
     try:
         if client is not None:
@@ -46,6 +41,51 @@ def run(settings: WorkerSettings | None, *, url: str | None = None) -> Report:
         if client is not None:
             client.close()
     return report
+
+
+def run_each(workers: list[WorkerSettings], *, url: str | None = None) -> list[tuple[WorkerSettings | None, Report]]:
+    """Every configured worker: the shared checks (platform, login, workspace, unreadable settings) first,
+    under ``None``, then one report per worker (its platform when it differs, registration, local setup)."""
+    shared = Report()
+    cfg = _check_platform(shared, None, url)
+    client = _check_auth(shared, cfg) if cfg else None
+    out: list[tuple[WorkerSettings | None, Report]] = [(None, shared)]
+    try:
+        if client is not None:
+            _check_workspace(shared, client)
+        for path, problem in list_worker_settings()[1]:
+            shared.add("stale config", False, f"{path}: unreadable ({problem})", level="warning")
+        for settings in workers:
+            report = Report()
+            mine = _check_platform(report, settings, url, quiet=cfg)
+            if mine is not None and cfg is not None and mine.url == cfg.url:
+                if client is not None:
+                    _check_registration(report, client, settings)
+            elif mine is not None:  # registered on a platform of its own: it needs its own login
+                own = _check_auth(report, mine)
+                if own is not None:
+                    with own:
+                        _check_registration(report, own, settings)
+            _check_local(report, settings)
+            out.append((settings, report))
+    finally:
+        if client is not None:
+            client.close()
+    return out
+
+
+def _check_platform(report: Report, settings: WorkerSettings | None, url: str | None, *,
+                    quiet: PlatformConfig | None = None) -> PlatformConfig | None:
+    """The platform config (for ``settings``' worker), reported — unless it is the same as ``quiet``."""
+    try:
+        cfg = platform_for(settings, url=url) if settings else load_platform_config(url=url)
+        cfg.require_url()
+    except OmxError as exc:
+        report.add("platform", False, exc.message)
+        return None
+    if quiet is None or cfg.url != quiet.url:
+        report.add("platform", True, f"{cfg.url} (from {cfg.sources.get('url', 'the worker settings')})")
+    return cfg
 
 
 def _check_auth(report: Report, cfg: PlatformConfig) -> PlatformClient | None:

@@ -17,10 +17,14 @@ code                       exit  raised when
 ``claim_lost``             1     the claim expired, was revoked, or the session was cancelled
 ``platform_config``        2     no platform URL, a bad local worker settings file, an unknown worker
 ``platform_error``         4     any other answer the worker does not expect (an unknown 4xx)
+``worker_start_failed``    4     a background worker exited as it started without saying why (when it
+                                 said, ``omx worker start`` reports the worker's own code and exit)
 =========================  ====  =================================================================
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from omx.errors import EXIT_BAD_INPUT, ClaimConflict, InvalidInput, NotFound, OmxError, Refused
 
@@ -92,6 +96,20 @@ class PlatformConfigError(PlatformError):
     exit_status = EXIT_BAD_INPUT
 
 
+class WorkerStartFailed(PlatformError):
+    """Raised when ``omx worker start``'s child exits at once; it carries the child's own code and exit status."""
+
+    code = "worker_start_failed"
+
+    def __init__(self, message: str, *, code: str | None = None, exit_status: int | None = None,
+                 **details: Any) -> None:
+        super().__init__(message, **details)
+        if code:
+            self.code = code  # the child's: an API key refused stays `platform_api_key`, exit 1
+        if exit_status is not None:
+            self.exit_status = exit_status
+
+
 PLATFORM_ERRORS: tuple[type[PlatformError], ...] = (
     PlatformError,
     PlatformUnavailable,
@@ -104,4 +122,5 @@ PLATFORM_ERRORS: tuple[type[PlatformError], ...] = (
     SessionPinned,
     ClaimLost,
     PlatformConfigError,
+    WorkerStartFailed,
 )

@@ -23,7 +23,7 @@ from omx.errors import Refused
 from omx.platform.auth import worker_client
 from omx.platform.config import PlatformConfig, WorkerSettings, load_platform_config
 from omx.platform.errors import PlatformConfigError
-from omx.platform.runstate import StateFile, lock_path, pid_path, read_pid
+from omx.platform.runstate import StateFile, lock_holder, lock_path, pid_path, read_pid
 from omx.platform.source import PlatformSource
 from omx.platform.template import PLATFORM_WORKFLOW_MD
 
@@ -76,8 +76,10 @@ def load_worker_workflow(settings: WorkerSettings) -> Workflow:
 
 def run_worker(settings: WorkerSettings, *, only_session: str | None = None, say: Callable[[str], None],
                poll_interval_ms: int | None = None, lease_ms: int = DEFAULT_LEASE_MS, max_sessions: int | None = None,
-               install_signals: bool = True, url: str | None = None) -> RunSummary:
+               install_signals: bool = True, url: str | None = None, mode: str = "foreground") -> RunSummary:
     """Run the worker until stopped (``watch``) or for the one session ``only_session`` (``run``).
+
+    ``mode`` (foreground | background | run) is recorded for ``omx worker status``.
 
     Everything that can be checked is checked before the first claim: an API key or a missing
     login (refused before any worker operation), the workflow, the agent program.
@@ -95,7 +97,7 @@ def run_worker(settings: WorkerSettings, *, only_session: str | None = None, say
                               "isolation": settings.isolation, "max_concurrent_runs": settings.max_concurrent_runs}
     source = PlatformSource(client, settings, poll_interval_ms=poll_interval_ms or wf.settings.polling.poll_interval_ms,
                             lease_ms=lease_ms, only_session=only_session, say=say, runtime_policy=policy,
-                            state=StateFile(settings.id))
+                            state=StateFile(settings.id, mode=mode))
     runner = Runner(source, RunnerConfig(repo=Path(settings.repo), workflow=wf, namespace=settings.id,
                                          worker=settings.name, slots=MachineSlots()))
     opts = WorkerOptions(max_concurrent=settings.max_concurrent_runs, poll_ms=1_000,
@@ -122,9 +124,9 @@ def exclusive(worker_id: str) -> Iterator[None]:
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        other = read_pid(worker_id)
-        raise Refused(f"worker {worker_id} is already running here (pid {other or '?'}); "
-                      f"`omx worker stop --worker {worker_id}` stops it", worker=worker_id) from None
+        other = lock_holder(worker_id)
+        raise Refused(f"worker {worker_id} is already running here" + (f" (pid {other})" if other else "")
+                      + f"; `omx worker stop --worker {worker_id}` stops it", worker=worker_id) from None
     try:
         pid_path(worker_id).write_text(f"{os.getpid()}\n")
         yield

@@ -6,7 +6,8 @@ session another worker claimed first (409) is passed over for the next. ``renew`
 lease (the runner calls it every lease/3; a lost claim stops the run). ``emit`` posts activities;
 ``complete``/``fail``/``release`` end the claim. Errors never escape ``acquire``: the platform being
 down means waiting (with backoff) and trying again; a login that stopped working ends the worker
-through :meth:`shutdown_requested`.
+through :meth:`shutdown_requested`. An outage is said twice — when the first call gives up, and when
+the platform answers again — however many calls fail in between (each one is logged at INFO, for -v).
 
 When the final report cannot be delivered (the platform keeps failing after the patient retries),
 the worker gives up loudly: it tries to report a failure instead, tells the user, and keeps the
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from omx.engine.source import Activity, Claimed, LeaseLost
-from omx.platform.client import QUICK, PlatformClient, RetryPolicy, clean
+from omx.platform.client import QUICK, PlatformClient, RetryPolicy, after, clean, duration
 from omx.platform.config import WorkerSettings, run_dir
 from omx.platform.errors import (
     ClaimLost,
@@ -90,6 +91,8 @@ class PlatformSource:
         self._failures = 0
         self._fatal: str | None = None
         self._taken = False
+        self._down = False  # an outage was said and its end was not
+        client.on_recovery = lambda seconds: self._back(f"after {duration(seconds)}")
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -100,7 +103,7 @@ class PlatformSource:
             self.client.heartbeat(self.worker_id, "idle", [], retry=QUICK)
             self.state.update(last_platform_ok_at=_now_iso())
         except PlatformUnavailable as exc:
-            self.say(f"the platform is not answering yet ({exc.message}); will keep trying")
+            self._outage(f"the platform is not answering yet ({exc.message}); will keep trying")
         except PlatformNotFound:
             raise PlatformNotFound(f"worker {self.worker_id} does not exist on the platform for this user (deleted, "
                                    "or registered by someone else): `omx worker create` registers a new one") from None
@@ -119,6 +122,8 @@ class PlatformSource:
             raise
         except PlatformError as exc:
             self.state.update(last_error=exc.message)
+            if isinstance(exc, PlatformUnavailable):
+                self._outage(f"the platform is not answering ({exc.message}); the worker keeps trying")
             raise
         self.state.update(last_platform_ok_at=_now_iso())
 
@@ -168,7 +173,7 @@ class PlatformSource:
             self._poll_failed(exc)
             return None
         if self._failures:
-            self.say(f"the platform answers again (after {self._failures} failed poll(s))")
+            self._back(f"after {self._failures} failed poll(s)")
             self._failures = 0
         self.state.update(last_platform_ok_at=_now_iso())
         self._next_poll = self.clock() + self.poll_s
@@ -227,6 +232,9 @@ class PlatformSource:
             self._finished(claimed, "lost", f"the claim is gone ({exc.message}); the run is stopped, "
                            "its worktree kept")
             raise LeaseLost(exc.message) from None
+        except PlatformUnavailable as exc:  # retried at the next renewal, while the lease lasts
+            self._outage(f"the platform is not answering ({exc.message}); the worker keeps renewing the claim")
+            raise
 
     def emit(self, claimed: Claimed, activity: Activity) -> None:
         """Post an activity (best effort); a completion's URLs also become ``external_url`` activities."""
@@ -240,6 +248,9 @@ class PlatformSource:
                     self.client.post_activity(h.claim_id, "external_url", url, {"url": url}, retry=QUICK)
         except (ClaimLost, PlatformNotFound) as exc:
             log.info("%s: activity not recorded: %s", h.session.id, exc.message)
+        except PlatformUnavailable as exc:
+            log.info("%s: activity not recorded: %s", h.session.id, exc.message)
+            self._outage(f"the platform is not answering ({exc.message}); the worker keeps trying")
         except PlatformError as exc:
             log.warning("%s: activity not recorded: %s", h.session.id, exc.message)
 
@@ -318,8 +329,24 @@ class PlatformSource:
         delay = delay / 2 + random.uniform(0, delay / 2) if self._failures > 1 else self.poll_s
         self._next_poll = self.clock() + delay
         self.state.update(last_error=exc.message)
-        if self._failures == 1 or self._failures % 10 == 0:
-            self.say(f"polling failed ({exc.message}); trying again in {delay:.0f}s")
+        self._outage(f"polling failed ({exc.message}); trying again {after(delay)}")
+        log.info("poll %d failed (%s); next poll %s", self._failures, exc.message, after(delay))
+
+    def _outage(self, line: str) -> None:
+        """Say that the platform stopped answering — once per outage."""
+        with self._lock:
+            if self._down:
+                return
+            self._down = True
+        self.say(line)
+
+    def _back(self, detail: str) -> None:
+        """Say that the platform answers again, if an outage was said."""
+        with self._lock:
+            if not self._down:
+                return
+            self._down = False
+        self.say(f"the platform answers again ({detail})")
 
     def _stop_for(self, exc: PlatformError) -> None:
         if self._fatal is None:

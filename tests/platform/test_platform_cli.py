@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 
 import httpx
-from platform_helpers import Rig, state_of
+from platform_helpers import Rig, platform_template_body, state_of, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CODEX_DIR = ROOT / ".tools" / "codex" / "node_modules" / ".bin"
@@ -150,3 +150,122 @@ def test_auth_login_status_logout(rig: Rig) -> None:
     assert not path.exists() and token not in rig.fake.access
     st = rig.omx("auth", "status")
     assert st.returncode == 1 and "not logged in" in st.stdout
+
+
+def test_errors_name_the_request_as_sent_not_its_route_template(rig: Rig) -> None:
+    rig.login()
+    rig.worker()
+    r = rig.omx("worker", "run", "ses_nope")
+    assert r.returncode == 3, r.stdout + r.stderr
+    assert "POST /api/v1/sessions/ses_nope/claims: not found: no session ses_nope" in r.stderr, r.stderr
+    assert "{session_id}" not in r.stderr
+
+
+def test_create_without_a_platform_url_says_how_to_set_one(rig: Rig) -> None:
+    r = rig.omx("worker", "create", "--name", "laptop", "--repo", str(rig.repo), env={"OMX_PLATFORM_URL": ""})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no platform URL is configured" in r.stderr and "omx auth login --url <url>" in r.stderr
+    assert "OMX_PLATFORM_URL" in r.stderr and "None" not in r.stderr and "[platform_config]" in r.stderr
+
+
+def test_an_oauth_endpoint_answering_an_api_error_object_is_reported_as_text(rig: Rig) -> None:
+    r = rig.omx("auth", "login", env={"OMX_PLATFORM_DEVICE_URL": f"{rig.fake.url}/oauth/nowhere"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "device authorization failed: not_found: no route /oauth/nowhere [platform_auth]" in r.stderr, r.stderr
+    assert "{" not in r.stderr
+    r = rig.omx("auth", "login", env={"OMX_PLATFORM_TOKEN_URL": f"{rig.fake.url}/oauth/nowhere"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "the login failed: not_found: no route /oauth/nowhere [platform_auth]" in r.stderr, r.stderr
+    assert "{" not in r.stderr
+
+
+def test_run_says_how_the_session_ended_once(rig: Rig) -> None:
+    rig.login()
+    rig.worker()
+    sid = rig.fake.create_session()
+    r = rig.omx("worker", "run", sid)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert len([line for line in r.stdout.splitlines() if f"{sid}: completed in" in line]) == 1, r.stdout
+
+
+def test_doctor_without_worker_checks_every_configured_worker(rig: Rig) -> None:
+    rig.login()
+    one, two = rig.worker("one"), rig.worker("two")
+    r = rig.omx("worker", "doctor")
+    assert r.returncode == 0, r.stdout + r.stderr
+    sections = _doctor_sections(r.stdout)
+    assert list(sections) == ["shared", f"worker one ({one.id})", f"worker two ({two.id})"], r.stdout
+    for name in ("platform", "auth", "workspace"):
+        assert f"[ok  ] {name}:" in sections["shared"], (name, r.stdout)
+    for s in (one, two):
+        for name in ("registration", "settings", "workflow", "worktree root", "codex"):
+            assert f"[ok  ] {name}:" in sections[f"worker {s.name} ({s.id})"], (name, r.stdout)
+    del rig.fake.workers[two.id]  # deleted on the platform: that worker's section says so, the other is fine
+    r = rig.omx("worker", "doctor")
+    assert r.returncode == 1, r.stdout + r.stderr
+    sections = _doctor_sections(r.stdout)
+    assert f"[FAIL] registration: worker {two.id} is not registered" in sections[f"worker two ({two.id})"]
+    assert "[ok  ] registration:" in sections[f"worker one ({one.id})"]
+
+
+def _doctor_sections(out: str) -> dict[str, str]:
+    sections: dict[str, str] = {}
+    for line in out.splitlines():
+        if not line.startswith(" "):
+            current = line.rstrip(":")
+            sections[current] = ""
+        else:
+            sections[current] += line.strip() + "\n"
+    return sections
+
+
+#: Fails for a session titled "broken"; otherwise records its pid and waits for ``$WL_OUT/go``.
+DEFAULTS_SCRIPT = r"""echo "run $(basename "$PWD") $$" >> "$WL_OUT/runs"
+if grep -q '^Title: broken' "$OMX_PROMPT_FILE"; then echo "tests failed" >&2; exit 3; fi
+d="$WL_OUT/$(basename "$PWD")"; mkdir -p "$d"; echo $$ > "$d/pid"
+while [ ! -e "$WL_OUT/go" ]; do sleep 0.05; done
+echo "work" > agent-output.txt; echo "finished"
+"""
+
+
+def test_a_platform_workers_documented_defaults(rig: Rig) -> None:
+    """One run at a time, no retries, a poll every 30 000 ms — when neither the worker nor WORKFLOW.md says."""
+    from omx.platform.config import load_worker_settings
+    from omx.platform.service import load_worker_workflow
+
+    rig.login()
+    workflow = rig.tmp / "WORKFLOW.md"  # sets the runtime only: no polling, agent or retry keys
+    front = {"runtime": {"kind": "command", "command": ["bash", "-c", DEFAULTS_SCRIPT]}}
+    workflow.write_text(f"---\n{json.dumps(front)}\n---\n{platform_template_body()}")
+    r = rig.omx("worker", "create", "--name", "laptop", "--repo", str(rig.repo), "--workflow", str(workflow),
+                "--worktree-root", str(rig.worktrees), "--json")
+    assert r.returncode == 0, r.stderr
+    settings = load_worker_settings(json.loads(r.stdout)["settings"]["id"])
+    wf = load_worker_workflow(settings)
+    assert settings.max_concurrent_runs == 1 and wf.settings.agent.max_concurrent_agents == 1
+    assert wf.settings.agent.max_retry_attempts == 0
+    assert wf.settings.polling.poll_interval_ms == 30_000
+    doctor = rig.omx("worker", "doctor")
+    assert "1 run(s) at a time" in doctor.stdout and "polls every 30000 ms" in doctor.stdout, doctor.stdout
+
+    # No retries: a failing session runs once and ends in error.
+    broken = rig.fake.create_session(title="broken")
+    failed = rig.omx("worker", "run", broken)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert rig.fake.session(broken)["state"] == "error" and "exit" in rig.fake.session(broken)["error"]
+    assert len(rig.runs()) == 1 and len(rig.fake.claims_of(broken)) == 1
+
+    # One run at a time, polling every 30 s (the first poll is at once).
+    first, second = rig.fake.create_session(title="first"), rig.fake.create_session(title="second")
+    watch = rig.spawn("watch", "worker", "watch", "--max-sessions", "2")
+    wait_until(lambda: (rig.seen(first) / "pid").exists(), what="the first session's agent", proc=watch)
+    assert "polling every 30s" in watch.stdout()
+    policy = [a for a in rig.fake.activities(first) if a["kind"] == "policy"]
+    assert policy[0]["data"]["max_concurrent_runs"] == 1
+    assert state_of(rig.fake, second) == "queued" and len(rig.runs()) == 2  # the broken one, and this one
+    (rig.out / "go").touch()
+    assert watch.wait() == 0, watch.output()
+    assert [state_of(rig.fake, s) for s in (first, second)] == ["complete", "complete"]
+    [claim_two] = rig.fake.claims_of(second)
+    [ended_one] = [a["created_at"] for a in rig.fake.activities(first) if a["kind"] == "completion"]
+    assert claim_two["created_at"] >= ended_one  # the second was claimed only after the first had finished

@@ -111,3 +111,16 @@ def test_an_answer_that_does_not_follow_the_protocol_is_a_platform_error(rig: Ri
     assert info.value.code == "platform_error"
     with pytest.raises(PlatformError, match="does not match the protocol"):  # an id that is a path: refused
         client.list_queued_sessions(wid)
+
+
+def test_failures_name_the_request_as_sent(rig: Rig, client: PlatformClient) -> None:
+    wid = rig.fake.register_worker("u1", "mine")
+    rig.fake.fault("status", path=f"/workers/{wid}/heartbeat", times=100)
+    with pytest.raises(PlatformUnavailable) as down:
+        client.heartbeat(wid, "idle", [])
+    assert f"the platform did not answer POST /api/v1/workers/{wid}/heartbeat after 4 attempt(s)" \
+        in down.value.message
+    with pytest.raises(PlatformNotFound) as missing:
+        client.get_session("ses_gone")
+    assert missing.value.message == "GET /api/v1/sessions/ses_gone: not found: no session ses_gone"
+    assert "{" not in down.value.message + missing.value.message

@@ -122,3 +122,32 @@ def test_an_outage_while_idle_never_stops_the_watch(rig: Rig) -> None:
     assert [state_of(rig.fake, s) for s in (first, second)] == ["complete", "complete"]
     assert any(line.startswith("polling failed (the platform did not answer GET /api/v1/sessions") for line in said)
     assert any("the platform answers again" in line for line in said)
+
+
+def test_an_outage_is_one_line_when_it_starts_and_one_when_it_ends(rig: Rig) -> None:
+    rig.login()
+    rig.worker(poll_ms=50)
+    watch = rig.spawn("watch", "worker", "watch", "--max-sessions", "1")  # no -v
+    wait_until(lambda: len(rig.fake.calls("/heartbeat")) >= 2 and rig.fake.calls("/api/v1/sessions"),
+               what="the worker to start polling", proc=watch)
+    outage = rig.fake.fault("status", path="/api/v1/sessions", method="GET", times=6)  # 3 polls of 2 attempts
+    wait_until(lambda: outage.hits == 6, what="the outage", proc=watch)
+    ended = _last_hit(rig, "/api/v1/sessions")
+    wait_until(lambda: [r for r in rig.fake.calls("/api/v1/sessions", "GET") if r.status == 200 and r.at > ended],
+               what="a poll after the outage", proc=watch)
+    rig.fake.create_session()
+    assert watch.wait() == 0, watch.output()
+    lines = watch.stdout().splitlines()
+    down = [line for line in lines if "polling failed" in line or "not answering" in line]
+    up = [line for line in lines if "answers again" in line]
+    assert len(down) == 1 and len(up) == 1, watch.output()
+    assert down[0].endswith("trying again in 50 ms"), down  # not "in 0s"
+    assert "the platform did not answer GET /api/v1/sessions after 2 attempt(s)" in down[0]
+    err = watch.err.read_text()
+    assert "WARNING" not in err and "retry" not in err, err  # each retry is a detail for -v
+
+    sid = rig.fake.create_session()
+    rig.fake.fault("status", path=f"/sessions/{sid}/claims")
+    verbose = rig.omx("worker", "run", sid, "-v")
+    assert verbose.returncode == 0, verbose.stdout + verbose.stderr
+    assert f"POST /api/v1/sessions/{sid}/claims failed (HTTP 500: injected failure); retry 2/3 in " in verbose.stderr

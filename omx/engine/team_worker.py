@@ -89,8 +89,9 @@ def _adopting_pool(early: EarlyServer, repo: Path) -> AppServerPool:
     return pool
 
 
-def start_app_servers(settings: RuntimeSettings | None, repo: Path) -> AppServerPool | None:
-    """For an app-server workflow, the worker's server pool with its first server already starting.
+def start_app_servers(settings: RuntimeSettings | None, repo: Path, *, prestart: bool = True) -> AppServerPool | None:
+    """For an app-server workflow, the worker's server pool with its first server already starting
+    (``prestart``; else the first task starts it).
 
     ``settings`` ``None``: the default runtime settings (before WORKFLOW.md is parsed).
     """
@@ -101,5 +102,6 @@ def start_app_servers(settings: RuntimeSettings | None, repo: Path) -> AppServer
     from omx.engine.settings import RuntimeSettings
 
     pool = AppServerPool(repo)
-    pool.prestart(settings or RuntimeSettings(), agent_env())
+    if prestart:
+        pool.prestart(settings or RuntimeSettings(), agent_env())
     return pool

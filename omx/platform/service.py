@@ -17,6 +17,7 @@ from typing import Any
 
 from omx.engine.runner import Runner, RunnerConfig, check_runtime
 from omx.engine.slots import MachineSlots
+from omx.engine.team_worker import start_app_servers
 from omx.engine.worker import Worker, WorkerOptions, WorkerReport
 from omx.engine.workflow import Workflow, WorkflowInvalid, load_workflow, parse_workflow
 from omx.errors import Refused
@@ -98,14 +99,22 @@ def run_worker(settings: WorkerSettings, *, only_session: str | None = None, say
     source = PlatformSource(client, settings, poll_interval_ms=poll_interval_ms or wf.settings.polling.poll_interval_ms,
                             lease_ms=lease_ms, only_session=only_session, say=say, runtime_policy=policy,
                             state=StateFile(settings.id, mode=mode))
-    runner = Runner(source, RunnerConfig(repo=Path(settings.repo), workflow=wf, namespace=settings.id,
-                                         worker=settings.name, slots=MachineSlots()))
-    opts = WorkerOptions(max_concurrent=settings.max_concurrent_runs, poll_ms=1_000,
-                         until_empty=only_session is not None, max_tasks=1 if only_session else max_sessions,
-                         install_signals=install_signals)
-    worker = Worker(source, runner, opts)
-    source.interrupt = worker.interrupt  # a signal ends an idle wait at once
-    report = worker.run()
+    # The same Codex server pool as a team worker: back-to-back sessions share one server. Started
+    # ahead for a known session (`run`); a watching worker starts one when a session arrives (an idle
+    # server would hold ~130 MB while nothing is queued), and the pool stops it after 300 s unused.
+    pool = start_app_servers(rt, Path(settings.repo), prestart=only_session is not None)
+    try:
+        runner = Runner(source, RunnerConfig(repo=Path(settings.repo), workflow=wf, namespace=settings.id,
+                                             worker=settings.name, slots=MachineSlots(), runtime=pool))
+        opts = WorkerOptions(max_concurrent=settings.max_concurrent_runs, poll_ms=1_000,
+                             until_empty=only_session is not None, max_tasks=1 if only_session else max_sessions,
+                             install_signals=install_signals)
+        worker = Worker(source, runner, opts)
+        source.interrupt = worker.interrupt  # a signal ends an idle wait at once
+        report = worker.run()
+    finally:
+        if pool is not None:
+            pool.close()
     return RunSummary(report, dict(source.outcomes), source.shutdown_requested())
 
 

@@ -7,12 +7,15 @@ subprocess is covered in test_platform_cli.py).
 
 from __future__ import annotations
 
+import json
+import sys
 import threading
 from pathlib import Path
 
 import pytest
-from platform_helpers import FAILING_SCRIPT, GATED_SCRIPT, Rig, environ, state_of, wait_until
+from platform_helpers import FAILING_SCRIPT, GATED_SCRIPT, Rig, environ, platform_template_body, state_of, wait_until
 
+from omx.pids import pid_alive
 from omx.platform.auth import worker_client
 from omx.platform.config import load_platform_config
 from omx.platform.errors import PlatformNotFound, SessionPinned
@@ -169,3 +172,32 @@ def test_a_worker_deleted_on_the_platform_is_refused_with_a_way_out(rig: Rig) ->
     del rig.fake.workers[settings.id]
     with pytest.raises(PlatformNotFound, match=r"does not exist on the platform.*omx worker create"):
         run_worker(settings, say=lambda line: None, install_signals=False)
+
+
+def test_back_to_back_sessions_share_one_codex_server_and_it_is_stopped_at_the_end(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default runtime, with `codex` a scripted app-server that logs its start and every line it gets.
+    fake = Path(__file__).resolve().parents[1] / "engine" / "fake_pooled_app_server.py"
+    bin_dir = rig.tmp / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "codex").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{fake}" "$@"\n')
+    (bin_dir / "codex").chmod(0o755)
+    log = rig.tmp / "codex.log"
+    monkeypatch.setenv("PATH", f"{bin_dir}:{rig.env.get('PATH', '')}")
+    monkeypatch.setenv("FAKE_APP_SERVER_LOG", str(log))
+    rig.login()
+    settings = rig.worker()
+    Path(settings.workflow).write_text(f"---\n{json.dumps({'polling': {'pollIntervalMs': 100}})}\n---\n"
+                                       f"{platform_template_body()}")
+    sids = [rig.fake.create_session(title="first"), rig.fake.create_session(title="second")]
+
+    out = run_worker(settings, say=lambda line: None, install_signals=False, max_sessions=2)
+
+    assert out.report.completed == 2, out.outcomes
+    assert [state_of(rig.fake, s) for s in sids] == ["complete", "complete"]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    (server,) = [r for r in records if "started" in r]
+    threads = [r["got"]["params"]["cwd"] for r in records if r.get("got", {}).get("method") == "thread/start"]
+    assert len(threads) == 2 and len(set(threads)) == 2  # a thread each, in each session's own worktree
+    assert not pid_alive(server["pid"])  # the worker stopped it on its way out

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from omx.state.claims import ClaimResult
     from omx.state.filestore import FileStore
     from omx.state.paths import TeamPaths, default_root
+del TYPE_CHECKING  # not part of the package's face
 
 __version__ = "0.1.0"
 

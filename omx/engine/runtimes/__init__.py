@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         RuntimeEvent,
         make_runtime,
     )
+del TYPE_CHECKING  # not part of the package's face
 
 __all__ = ["EVENT_KINDS", "RunRequest", "RunResult", "RunStatus", "Runtime", "RuntimeEvent", "make_runtime"]
 

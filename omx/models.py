@@ -50,12 +50,17 @@ class Record:
     NESTED_LISTS: ClassVar[dict[str, type[Record]]] = {}
     _spec: ClassVar[list[tuple[str, str, bool, bool]]]  # name, base type, optional, required
     # Per class, built once from _spec (task files are read and written several times per claim):
-    # (name, base, optional, required, check, kind) — kind: plain value, nested record, list of records,
-    # with a plain field's choices/minimum folded into ``kind`` = -1 (checked by _value, rarely).
-    _plan: ClassVar[list[tuple[str, str, bool, bool, Any, int]]]
+    # (name, base, optional, required, check, kind, exact, choices, minimum) — kind: plain value, nested
+    # record, list of records, or -1 for a plain field with choices/a minimum; ``exact``: the one type a
+    # str/int/bool field's value has when it comes from JSON, accepted without calling ``check``.
+    _plan: ClassVar[list[tuple[str, str, bool, bool, Any, int, Any, Any, Any]]]
+    _defaults: ClassVar[dict[str, Any]]  # fields' plain defaults, and the fields made by a default_factory
+    _factories: ClassVar[tuple[tuple[str, Any], ...]]
+    _plain_init: ClassVar[bool]  # no __post_init__: from_dict may fill __dict__ itself
     _known: ClassVar[frozenset[str]]
     _names: ClassVar[tuple[str, ...]]
     _convert: ClassVar[tuple[str, ...]]  # fields to_dict must look into (records, lists of them, Any)
+    _deep: ClassVar[tuple[str, ...]]  # fields that may hold a container (json_copy copies them), and extra
 
     @classmethod
     def _fields(cls) -> list[tuple[str, str, bool, bool]]:
@@ -74,7 +79,7 @@ class Record:
         return spec
 
     @classmethod
-    def _compiled(cls) -> list[tuple[str, str, bool, bool, Any, int]]:
+    def _compiled(cls) -> list[tuple[str, str, bool, bool, Any, int, Any, Any, Any]]:
         plan = cls.__dict__.get("_plan")
         if plan is None:
             plan = []
@@ -91,10 +96,24 @@ class Record:
                 if kind in (_NESTED, _LIST) or base == "Any":
                     convert.append(name)
                 # "Any" accepts None whatever the annotation says (as _value always did)
-                plan.append((name, base, optional or base == "Any", required, _CHECKS.get(base), kind))
+                exact = {"str": str, "int": int, "bool": bool}.get(base)
+                choices = frozenset(cls.CHOICES[name]) if name in cls.CHOICES else None
+                plan.append((name, base, optional or base == "Any", required, _CHECKS.get(base), kind, exact,
+                             choices, cls.MINIMUM.get(name)))
+            defaults: dict[str, Any] = {}
+            factories = []
+            for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+                if f.default is not dataclasses.MISSING:
+                    defaults[f.name] = f.default
+                elif f.default_factory is not dataclasses.MISSING:
+                    factories.append((f.name, f.default_factory))
+            cls._defaults = defaults
+            cls._factories = tuple(factories)
+            cls._plain_init = not hasattr(cls, "__post_init__")
             cls._names = tuple(f[0] for f in cls._fields())
             cls._known = frozenset(cls._names)
             cls._convert = tuple(convert)
+            cls._deep = (*(f[0] for f in cls._fields() if f[1] not in ("str", "int", "bool")), "extra")
             cls._plan = plan
         return plan
 
@@ -104,7 +123,8 @@ class Record:
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         kwargs: dict[str, Any] = {}
-        for name, base, optional, required, check, kind in cls.__dict__.get("_plan") or cls._compiled():
+        plan = cls.__dict__.get("_plan") or cls._compiled()
+        for name, base, optional, required, check, kind, exact, choices, minimum in plan:
             v = data.get(name, _MISSING)
             if v is _MISSING:
                 if required:
@@ -112,11 +132,23 @@ class Record:
                 continue
             if v is None and optional:
                 kwargs[name] = None
+            elif (type(v) is exact and (choices is None or v in choices)
+                  and (minimum is None or v >= minimum)):
+                kwargs[name] = v  # what JSON gives for a str/int/bool field, within its choices/minimum
             elif kind == _PLAIN and check is not None and check(v):
                 kwargs[name] = v
             else:
                 kwargs[name] = cls._value(name, base, optional and base != "Any", v)
-        obj = cls(**kwargs)
+        if cls._plain_init:
+            # The dataclass __init__, minus its call: defaults, fresh containers, then the values read.
+            obj = object.__new__(cls)
+            d = obj.__dict__
+            d.update(cls._defaults)
+            for name, factory in cls._factories:
+                d[name] = factory()
+            d.update(kwargs)
+        else:
+            obj = cls(**kwargs)
         if not cls._known.issuperset(data):
             obj.extra = {k: v for k, v in data.items() if k not in cls._known}  # type: ignore[attr-defined]
         return obj
@@ -164,6 +196,35 @@ class Record:
             out.update(extra)
         return out
 
+    def json_copy(self) -> Self | None:
+        """A deep copy (no list, dict or record shared), or None if a value would not come back from JSON as is.
+
+        The store keeps the records it parsed or wrote (:meth:`omx.state.base.StoreBase._load_task`) and
+        hands out copies: cheaper than parsing the file again, and nobody can change the kept one. A
+        record holding anything but JSON's own types in a list, dict or ``Any`` field (a tuple, an int
+        key, an enum...) is not kept, since reading its file back would give something else. Fields
+        typed ``str``/``int``/``bool`` are taken as they are: :meth:`from_dict` checks them.
+        """
+        cls = type(self)
+        if "_plan" not in cls.__dict__:
+            cls._compiled()
+        new = object.__new__(cls)
+        out = new.__dict__
+        out.update(self.__dict__)
+        for name in cls._deep:
+            v = out.get(name)
+            t = type(v)
+            if t in _SCALARS:
+                continue
+            if not v and (t is list or t is dict):
+                out[name] = t()  # the usual: no depends_on, no files, no extra
+                continue
+            v = _json_copy(v)
+            if v is _MISSING:
+                return None
+            out[name] = v
+        return new
+
     def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` (unknown fields carried over; nested values shared, as dataclasses.replace)."""
         cls = type(self)
@@ -175,6 +236,35 @@ class Record:
         new.__dict__.update(self.__dict__)
         new.__dict__.update(changes)
         return new
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _json_copy(v: Any) -> Any:
+    """``v`` copied deeply if it is exactly what JSON gives back for it (else ``_MISSING``)."""
+    t = type(v)
+    if t in _SCALARS:
+        return v
+    if not v and (t is list or t is dict):
+        return t()
+    if t is list:
+        out = [x if type(x) in _SCALARS else _json_copy(x) for x in v]
+        return _MISSING if _MISSING in out else out
+    if t is dict:
+        d = {}
+        for k, x in v.items():
+            if type(k) is not str:
+                return _MISSING
+            x = x if type(x) in _SCALARS else _json_copy(x)
+            if x is _MISSING:
+                return _MISSING
+            d[k] = x
+        return d
+    if isinstance(v, Record):
+        c = v.json_copy()
+        return _MISSING if c is None else c
+    return _MISSING
 
 
 @dataclass

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from omx.errors import CorruptState
+from omx.state import forks
 
 TMP_SUFFIX = ".tmp"
 
@@ -28,8 +29,8 @@ def write_bytes(
     ``reuse``: an empty file that is about to be deleted (an index marker the same write retires) whose
     inode may serve as the temp file instead of a new one (see :func:`_adopt`); ignored when unsuitable.
     """
-    folder, name = os.path.split(os.fspath(path))
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    folder, sep, name = os.fspath(path).rpartition("/")  # os.path.split + join, minus their Python
+    tmp = f"{folder}{sep}.{name}.{random_hex8()}{TMP_SUFFIX}"
     fd = _adopt(reuse, tmp) if reuse is not None and mode is None else -1
     if fd < 0:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644 if mode is None else mode)
@@ -49,6 +50,31 @@ def write_bytes(
         except FileNotFoundError:
             pass
         raise
+
+
+_POOL_BYTES = 2048  # 512 names per getrandom
+_pool: tuple[int, Iterator[str]] = (-1, iter(()))  # (pid it was drawn in, the names not handed out yet)
+
+
+def random_hex8() -> str:
+    """8 random hex digits (32 bits from the OS's CSPRNG), as ``secrets.token_hex(4)`` but drawn 2 KB at a time.
+
+    Temp file names and event ids take one each, two or three per store call; a ``getrandom`` each was
+    a tenth of a claim's syscalls. The pool belongs to the process that drew it: a forked child (the
+    benchmark forks its workers after using the store) draws its own, or parent and child would hand
+    out the same names. ``next`` on a list iterator is atomic under the GIL, so threads never share one.
+    """
+    global _pool
+    pid = forks.pid()
+    owner, names = _pool
+    if owner == pid:
+        name = next(names, None)
+        if name is not None:
+            return name
+    digits = os.urandom(_POOL_BYTES).hex()
+    names = iter([digits[i : i + 8] for i in range(0, len(digits), 8)])
+    _pool = (pid, names)
+    return next(names)
 
 
 _ADOPT_FLAGS = os.O_WRONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -91,12 +117,19 @@ def _discard(path: str) -> None:
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False)  # what json.dumps(obj, ensure_ascii=False) builds per call
+_C_ENCODER: Any = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE_STR: Any = json.encoder.encode_basestring
 
 
 def dumps(obj: Any) -> bytes:
     # One line, no indent: json's C encoder only runs without indent (2.5x faster on a task file,
     # and a task is written twice per claim). `omx team api read-task` pretty-prints for people.
-    return (_ENCODER.encode(obj) + "\n").encode()
+    # Called straight, as JSONEncoder.iterencode(_one_shot=True) calls it (its Python layers cost
+    # as much as encoding a small event): a fresh markers dict, so circular data still fails alike.
+    if _C_ENCODER is None or isinstance(obj, str):
+        return (_ENCODER.encode(obj) + "\n").encode()
+    encode = _C_ENCODER({}, _ENCODER.default, _ENCODE_STR, None, ": ", ", ", False, False, True)
+    return ("".join(encode(obj, 0)) + "\n").encode()
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, *, durable: bool = True, reuse: str | None = None) -> None:

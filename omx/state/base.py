@@ -19,7 +19,6 @@ import functools
 import hashlib
 import json
 import os
-import secrets
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +26,10 @@ from typing import Any
 
 from omx.clock import SYSTEM_CLOCK, Clock, iso, parse_iso
 from omx.errors import CorruptState, TaskNotFound, TeamNotFound
-from omx.models import Event, Task, TeamConfig
+from omx.models import Task, TeamConfig
 from omx.state import atomic
+from omx.state.encode import event_line, task_bytes
+from omx.state.fds import KeptFds, linked
 from omx.state.names import task_id as parse_task_id
 from omx.state.paths import TeamPaths
 
@@ -99,22 +100,52 @@ def host_tag(host: str) -> str:
     return hashlib.sha256(host.encode()).hexdigest()[:8]
 
 
-@functools.lru_cache(maxsize=256)
+_lease_ms: dict[str, int] = {}  # lease ends written or parsed lately: text -> what parse_iso gives for it
+
+
 def lease_end_ms(leased_until: str) -> int:
-    # A claim's lease is parsed for its marker when the claim is written and again when it ends.
-    return parse_iso(leased_until)
+    """``parse_iso(leased_until)``, remembered: a lease is read for its marker at the claim and at its end."""
+    ms = _lease_ms.get(leased_until)
+    if ms is None:
+        ms = parse_iso(leased_until)
+        _keep_lease(leased_until, ms)
+    return ms
 
 
-_iso_second: tuple[int, str] = (-1, "")  # the last whole second fast_iso formatted, and its text
+def lease_text(end_ms: int) -> str:
+    """The ``leased_until`` text of a lease ending at ``end_ms`` (``iso``'s), already known to :func:`lease_end_ms`.
+
+    What ``parse_iso`` returns for it is computed with parse_iso's own arithmetic (``datetime.timestamp``
+    divides the exact microseconds by 10**6, then the seconds are multiplied by 1000 and truncated),
+    so every process names the claimed marker alike whether it parsed the text or wrote it.
+    """
+    text = fast_iso(end_ms)
+    _keep_lease(text, int(end_ms * 1000 / 1_000_000 * 1000))
+    return text
+
+
+def _keep_lease(text: str, ms: int) -> None:
+    if len(_lease_ms) >= 256:
+        _lease_ms.clear()
+    _lease_ms[text] = ms
+
+
+_iso_seconds: dict[int, str] = {}  # whole seconds fast_iso formatted lately -> "...HH:MM:SS."
 
 
 def fast_iso(ms: int) -> str:
-    """:func:`omx.clock.iso`, formatting each second once (a claim and its completion stamp ~5 times)."""
-    global _iso_second
-    sec, text = _iso_second  # one tuple, read once: safe against a thread replacing it meanwhile
-    if sec != ms // 1000:
-        sec, text = ms // 1000, iso(ms - ms % 1000)[:-4]  # "...HH:MM:SS."
-        _iso_second = (sec, text)
+    """:func:`omx.clock.iso`, formatting each second once.
+
+    A claim stamps "now" a few times and its lease end once, two different seconds: so a few seconds
+    are kept, not one (one alternated between the two and formatted both on every claim).
+    """
+    sec = ms // 1000
+    text = _iso_seconds.get(sec)
+    if text is None:
+        text = iso(ms - ms % 1000)[:-4]
+        if len(_iso_seconds) >= 16:
+            _iso_seconds.clear()
+        _iso_seconds[sec] = text
     return f"{text}{ms % 1000:03d}Z"
 
 
@@ -150,10 +181,16 @@ def _link(src: str, dest: str) -> bool:
 
 
 def _unlink(path: str | Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    try:  # not contextlib.suppress: two markers a claim, and its object costs more than the check
         os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
+_SEEN_MAX = 64  # task files whose last known content a store keeps parsed
+_SEEN_MAX_BYTES = 1 << 16
+
+_event_fds = KeptFds(8)  # events.ndjson of the teams used lately, open for appending
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -168,6 +205,8 @@ class StoreBase:
         self._config_cache: dict[str, tuple[tuple[int, int, int], TeamConfig]] = {}
         self._paths_cache: dict[str, TeamPaths] = {}
         self._spread_until: dict[str, float] = {}  # team -> when claim-next stops spreading (claims.py)
+        self._seen: dict[str, tuple[bytes, Any, Task | None]] = {}  # task file -> what it held (_remember)
+        self._rosters: dict[str, tuple[TeamConfig, dict[str, int]]] = {}  # team -> (config, worker -> index)
 
     # --- teams ------------------------------------------------------------------------------
 
@@ -183,8 +222,10 @@ class StoreBase:
     def paths(self, team: str) -> TeamPaths:
         """Validated paths of an existing team (:class:`TeamNotFound` otherwise)."""
         p = self._team_paths(team)
-        if not os.path.exists(p.config_s):
-            raise TeamNotFound(f"no team {team!r} under {self.root}", team=team)
+        try:
+            os.stat(p.config_s)  # os.path.exists, minus a Python frame (every transition asks)
+        except (OSError, ValueError):
+            raise TeamNotFound(f"no team {team!r} under {self.root}", team=team) from None
         return p
 
     def _team(self, team: str) -> tuple[TeamPaths, TeamConfig]:
@@ -194,6 +235,14 @@ class StoreBase:
             return p, self._load_config(p, copy=False)
         except FileNotFoundError:
             raise TeamNotFound(f"no team {team!r} under {self.root}", team=team) from None
+
+    def _roster(self, p: TeamPaths, cfg: TeamConfig) -> dict[str, int]:
+        """The team's workers and their indexes, for a config from :meth:`_team` (kept while it is the same object)."""
+        kept = self._rosters.get(p.team)
+        if kept is None or kept[0] is not cfg:
+            kept = (cfg, {name: i for i, name in enumerate(cfg.worker_names())})
+            self._rosters[p.team] = kept
+        return kept[1]
 
     def read_config(self, team: str) -> TeamConfig:
         """The team's ``config.json``."""
@@ -227,29 +276,92 @@ class StoreBase:
 
     # --- tasks ------------------------------------------------------------------------------
 
-    def _load_task(self, p: TeamPaths, tid: str) -> Task:
+    def _load_task(self, p: TeamPaths, tid: str, *, shared: bool = False) -> Task:
+        """Task ``tid`` as its file holds it now (:class:`TaskNotFound`, :class:`CorruptState`).
+
+        ``shared``: the claim path's own reads (a claim reads its task under the lock, its completion
+        reads what the claim wrote). Their parse is kept with the file's bytes (:meth:`_remember`), so
+        reading a file that still holds exactly those bytes costs a read and a comparison, not a parse,
+        and they get the kept record itself: only for a caller that changes nothing in it and hands out
+        nothing that shares its lists until it has written the task again (:meth:`_save_task` replaces
+        the kept record). Other callers get a record of their own and keep nothing (``list_tasks``
+        reads every task once).
+        """
         path = p.task_file(tid)
         try:
-            data = atomic.read_json(path)
+            raw = atomic.read_bytes(path)
         except FileNotFoundError:
             raise TaskNotFound(f"no task {tid} in team {p.team!r}", team=p.team, task_id=tid) from None
+        data = None
+        seen = self._seen.get(path)
+        if seen is not None and seen[0] == raw:
+            kept = seen[2]
+            if kept is not None:
+                if shared:
+                    return kept
+                copy = kept.json_copy()
+                if copy is not None:
+                    return copy
+            if shared:
+                data = seen[1]  # parsed by a lock-free look (_raw_task): private, like the record made of it
+        if data is None:
+            try:
+                data = json.loads(raw)
+            except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+                raise CorruptState(f"{path}: not valid JSON ({exc})", path=path) from None
         try:
             task: Task = Task.from_dict(data)
         except ValueError as exc:
             raise CorruptState(f"{path}: invalid task ({exc})", path=path) from None
         if task.id != tid:
             raise CorruptState(f"{path}: holds task id {task.id!r}", path=path)
+        if shared:
+            self._remember(path, raw, data, task)
         return task
 
     def _save_task(self, p: TeamPaths, task: Task, *, reuse: str | None = None) -> None:
-        atomic.write_json(p.task_file(task.id), task.to_dict(), reuse=reuse)
+        path = p.task_file(task.id)
+        raw = task_bytes(task)
+        atomic.write_bytes(path, raw, reuse=reuse)
+        # Kept only for a task this store just claimed or renewed: its holder, most likely this very
+        # process, reads it next to renew, finish or release it. Anything else: forget the old bytes.
+        self._remember(path, raw, None, task.json_copy() if task.status == "in_progress" else None)
+
+    def _remember(self, path: str, raw: bytes, data: Any, task: Task | None) -> None:
+        """Keep what ``path`` held as ``raw`` parsed to (``data``: the JSON; ``task``: the record; either may be None).
+
+        Used only while the file holds exactly ``raw``: any other writer's rename, or an edit in place,
+        changes the bytes. Both are the store's own (callers outside the claim path get copies, see
+        :meth:`_load_task`), so what is kept is what was parsed.
+        """
+        seen = self._seen
+        if len(raw) > _SEEN_MAX_BYTES or (data is None and task is None):
+            seen.pop(path, None)
+            return
+        if len(seen) >= _SEEN_MAX and path not in seen:
+            seen.clear()
+        seen[path] = (raw, data, task)
 
     def _raw_task(self, p: TeamPaths, tid: str) -> dict[str, Any] | None:
-        """A task file as a plain dict from a lock-free read (files are replaced whole); None if unreadable."""
+        """A task file as a plain dict from a lock-free read (files are replaced whole); None if unreadable.
+
+        The dict may be the one the store keeps (:meth:`_remember`): read it, never change it.
+        """
+        path = p.task_file(tid)
         try:
-            data = json.loads(atomic.read_bytes(p.task_file(tid)))
-        except (OSError, ValueError):
+            raw = atomic.read_bytes(path)
+        except OSError:
             return None
+        seen = self._seen.get(path)
+        if seen is not None and seen[0] == raw and seen[1] is not None:
+            data = seen[1]
+        else:
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                return None
+            if isinstance(data, dict) and (seen is None or seen[0] != raw):
+                self._remember(path, raw, data, None)
         return data if isinstance(data, dict) else None
 
     def _task_status(self, p: TeamPaths, tid: str) -> str | None:
@@ -299,13 +411,15 @@ class StoreBase:
         (:func:`omx.state.atomic.write_bytes` ``reuse``). Either way the old name goes only after the
         write, as before.
         """
-        want = self._desired_markers(p, new)
-        had = self._desired_markers(p, old) if old is not None else set()
-        gone = [f"{d}/{name}" for d, name in had - want]
+        want = self._marker_paths(p, new)
+        had = self._marker_paths(p, old) if old is not None else ()
+        gone = []  # a loop, not a comprehension: that is one more function call in Python 3.11
+        for path in had:
+            if path not in want:
+                gone.append(path)
         spare = gone[0] if gone else None  # an obsolete marker: its inode can serve once more
-        for d, name in want:
-            dest = f"{d}/{name}"
-            if spare is not None and (d, name) not in had and _link(spare, dest):
+        for dest in want:
+            if spare is not None and dest not in had and _link(spare, dest):
                 spare = None  # it now has the new marker's name as well: not a temp file
             else:
                 _touch(dest)
@@ -314,16 +428,26 @@ class StoreBase:
         for path in gone:
             _unlink(path)
 
+    def _marker_paths(self, p: TeamPaths, task: Task) -> tuple[str, ...]:
+        """The markers ``task``'s state calls for, as path strings (:meth:`_desired_markers`, for the hot path)."""
+        if task.status == "pending":
+            key = sort_key(task)
+            if task.depends_on and self.unmet_dependencies(p, task):
+                return (f"{p.waiting_s}/{key}",)
+            return (f"{p.ready_s}/{ready_bucket(key)}/{key}",)
+        marker = self._claimed_marker(task)
+        return (f"{p.claimed_s}/{marker}",) if marker else ()
+
     def _ensure_markers(self, p: TeamPaths, task: Task) -> None:
         """Make sure the markers ``task``'s state calls for exist (lock held)."""
-        for d, name in self._desired_markers(p, task):
-            _touch(f"{d}/{name}")
+        for path in self._marker_paths(p, task):
+            _touch(path)
 
-    def _heal_marker(self, p: TeamPaths, d: Path, name: str, task: Task | None) -> None:
+    def _heal_marker(self, p: TeamPaths, d: str | Path, name: str, task: Task | None) -> None:
         """Remove marker ``d/name`` if ``task`` (as read under its lock; None = gone) does not call for it."""
-        want = self._desired_markers(p, task) if task is not None else set()
-        if (d, name) not in want:
-            _unlink(f"{d}/{name}")
+        path = f"{d}/{name}"
+        if task is None or path not in self._marker_paths(p, task):
+            _unlink(path)
 
     # --- events -----------------------------------------------------------------------------
 
@@ -337,30 +461,36 @@ class StoreBase:
         message_id: str | None = None,
         reason: str | None = None,
         data: dict[str, Any] | None = None,
-    ) -> Event:
-        ms, at = self.now()
-        ev = Event(
-            event_id=f"{ms:013d}-{secrets.token_hex(4)}",
-            type=type_,
-            team=p.team,
-            created_at=at,
-            worker=worker,
-            task_id=task_id,
-            message_id=message_id,
-            reason=reason,
-            data=data or {},
-        )
-        line = atomic.dumps(ev.to_dict(exclude_none=True))
+        now: tuple[int, str] | None = None,
+    ) -> tuple[str, str]:
+        """Append one event; returns its ``event_id`` and ``created_at`` (:meth:`append_event` makes the model).
+
+        The line has :class:`Event`'s fields in order, the None ones left out, as
+        ``Event(...).to_dict(exclude_none=True)`` gave (:func:`omx.state.encode.event_line`).
+        ``now``: the change's own :meth:`now`, when the caller has just taken it.
+        """
+        ms, at = now or self.now()
+        event_id = f"{ms:013d}-{atomic.random_hex8()}"
+        line = event_line(event_id, type_, p.team, at, worker, task_id, message_id, reason, data or {})
         # One write() on an O_APPEND descriptor: concurrent appenders never interleave within a line.
-        try:
-            fd = os.open(p.events_s, _APPEND_FLAGS)  # no O_CREAT while it exists: see locks._open
-        except FileNotFoundError:
-            fd = os.open(p.events_s, _APPEND_FLAGS | os.O_CREAT, 0o644)
+        # The descriptor is kept for the next event (omx.state.fds), unless the log was deleted since.
+        path = p.events_s
+        fd = _event_fds.take(path)
+        if fd >= 0 and not linked(fd):
+            os.close(fd)
+            fd = -1
+        if fd < 0:
+            try:
+                fd = os.open(path, _APPEND_FLAGS)  # no O_CREAT while it exists: see locks._open
+            except FileNotFoundError:
+                fd = os.open(path, _APPEND_FLAGS | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)
-        finally:
+        except BaseException:
             os.close(fd)
-        return ev
+            raise
+        _event_fds.give(path, fd)
+        return event_id, at
 
     # --- repair -----------------------------------------------------------------------------
 

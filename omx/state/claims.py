@@ -12,17 +12,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import importlib
 import itertools
 import os
 import secrets
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from omx.clock import iso
 from omx.errors import (
     AlreadyTerminal,
     BlockedDependency,
@@ -37,13 +35,28 @@ from omx.errors import (
 )
 from omx.models import TERMINAL, Claim, Task, TeamConfig
 from omx.pids import pid_alive
-from omx.state import names
-from omx.state.base import BUCKET_LEN, key_task_id, lease_end_ms, migrate_ready
+from omx.state import forks, holders, names
+from omx.state.base import BUCKET_LEN, lease_end_ms, lease_text, migrate_ready
 from omx.state.locks import locked, try_locked
 from omx.state.paths import TeamPaths
 from omx.state.tasks import TaskOps
 
-Candidate = tuple[Path, str, str]  # (index dir, marker name, task id)
+
+def _fast_sha256() -> Callable[[bytes], Any]:
+    # CPython's own SHA-256 (``_sha256``; ``_sha2`` from 3.12): on a 32-byte token, OpenSSL's per-call
+    # set-up in hashlib.sha256 costs more than the hashing. Same digest; hashlib's where neither exists.
+    for name in ("_sha256", "_sha2"):
+        try:
+            impl: Callable[[bytes], Any] = importlib.import_module(name).sha256
+        except (ImportError, AttributeError):
+            continue
+        return impl
+    return hashlib.sha256
+
+
+_sha256 = _fast_sha256()
+
+Candidate = tuple[str, str, str]  # (index dir, marker name, task id)
 
 #: After claim-next loses a race (a busy lock, or a task taken under its feet), the same store keeps
 #: spreading its claims over the ready queue for this long (see :meth:`ClaimOps.claim_next`).
@@ -65,7 +78,8 @@ class ClaimResult:
 
 
 def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    digest: str = _sha256(token.encode()).hexdigest()
+    return digest
 
 
 class ClaimOps(TaskOps):
@@ -88,7 +102,7 @@ class ClaimOps(TaskOps):
     ) -> ClaimResult | None:
         """Claim ``tid`` while holding its lock. ``strict``: raise on refusal; else return None."""
         try:
-            old = self._load_task(p, tid)
+            old = self._load_task(p, tid, shared=True)  # replaced by the write below, or not handed out
         except (TaskNotFound, CorruptState):
             if strict:
                 raise
@@ -127,7 +141,7 @@ class ClaimOps(TaskOps):
             return None
         token = secrets.token_hex(16)
         claim = Claim(
-            owner=worker, token_sha256=hash_token(token), leased_until=iso(now_ms + cfg.lease_ms),
+            owner=worker, token_sha256=hash_token(token), leased_until=lease_text(now_ms + cfg.lease_ms),
             claimed_at=at, pid=pid, host=self.host if pid else None,
         )
         new = old.replace(**{
@@ -138,7 +152,7 @@ class ClaimOps(TaskOps):
         data: dict[str, Any] = {"attempt": new.attempts, "leased_until": claim.leased_until}
         if took_over:
             data["took_over"] = took_over
-        self._emit(p, "task_claimed", worker=worker, task_id=tid, data=data)
+        self._emit(p, "task_claimed", worker=worker, task_id=tid, data=data, now=(now_ms, at))
         return ClaimResult(new, token)
 
     def claim_task(
@@ -172,18 +186,27 @@ class ClaimOps(TaskOps):
         claiming, the order is exact.
         """
         p, cfg = self._team(team)
-        self.require_member(cfg, worker)
+        roster = self._roster(p, cfg)
+        slot = roster.get(worker) if type(worker) is str else None
+        if slot is None:
+            self.require_member(cfg, worker)  # raises: not a member (or not a name at all)
+            slot = cfg.worker_names().index(worker)
         now_ms = self.clock.now_ms()
         ready: Iterable[Candidate] = self._ready_candidates(p)
         n = len(cfg.workers)
-        if n > 1 and time.monotonic() < self._spread_until.get(p.team, 0.0):
-            ready = _spread(ready, cfg.worker_names().index(worker), n, SPREAD_PER_WORKER * n)
+        spreading = n > 1 and time.monotonic() < self._spread_until.get(p.team, 0.0)
+        if spreading:
+            ready = _spread(ready, slot, n, SPREAD_PER_WORKER * n)
         busy: list[Candidate] = []
         lost = False
         try:
             for cand in itertools.chain(self._abandoned(p, now_ms), ready):
                 d, name, tid = cand
-                if d is not p.claimed:
+                # A lock-free look first skips tasks that are someone else's without taking their lock.
+                # Not while spreading: workers then take different tasks, so the look is nearly always
+                # "yes" and only reads the file once more; a task taken meanwhile shows as a busy lock,
+                # or as "claimed since listed" under it (``_claim_or_heal``).
+                if d is not p.claimed_s and not spreading:
                     look = self._look(p, tid, worker)
                     if look == "no":
                         continue
@@ -194,16 +217,17 @@ class ClaimOps(TaskOps):
                         continue
                 with try_locked(p.task_lock_file(tid)) as got:
                     if got:
-                        result = self._claim_or_heal(p, cfg, cand, worker, pid)
+                        result, taken = self._claim_or_heal(p, cfg, cand, worker, pid)
                 if not got:
                     lost = True
                     busy.append(cand)
                     continue
                 if result is not None:
                     return result
+                lost = lost or taken
             for cand in busy:
                 with locked(p.task_lock_file(cand[2])):
-                    result = self._claim_or_heal(p, cfg, cand, worker, pid)
+                    result, _ = self._claim_or_heal(p, cfg, cand, worker, pid)
                 if result is not None:
                     return result
             return None
@@ -212,27 +236,43 @@ class ClaimOps(TaskOps):
                 self._spread_until[p.team] = time.monotonic() + SPREAD_S
 
     def _claim_or_heal(self, p: TeamPaths, cfg: TeamConfig, cand: Candidate, worker: str, pid: int | None
-                       ) -> ClaimResult | None:
+                       ) -> tuple[ClaimResult | None, bool]:
+        """Claim ``cand`` (its lock held), or heal its marker; the flag says it was claimed since it was listed."""
         d, name, tid = cand
         result = self._claim_locked(p, cfg, tid, worker, pid=pid, strict=False)
+        taken = False
         if result is None:
             try:
-                current: Task | None = self._load_task(p, tid)
+                current: Task | None = self._load_task(p, tid, shared=True)  # read only
             except (TaskNotFound, CorruptState):
                 current = None
+            # A ready marker of an in-progress task that is gone by now: its claimer removed it (a lost
+            # race); one still there is a crash's leftover, which the heal below removes.
+            taken = (d is not p.claimed_s and current is not None and current.status == "in_progress"
+                     and not os.path.exists(f"{d}/{name}"))
             self._heal_marker(p, d, name, current)
-        return result
+        return result, taken
 
     def _abandoned(self, p: TeamPaths, now_ms: int) -> list[Candidate]:
         out = []
-        me = os.getpid()
-        for name in os.listdir(p.claimed):
-            parts = name.split("~")
-            if len(parts) != 4 or not parts[1].isdigit() or not parts[2].isdigit() or not parts[0].isdigit():
+        me = forks.pid()
+        alive: set[int] | None = None
+        for name in os.listdir(p.claimed_s):
+            marker = _CLAIMED.get(name) or _parse_claimed(name)
+            if marker is _MALFORMED:
                 continue
-            until, pid, host = int(parts[1]), int(parts[2]), parts[3]
-            if until <= now_ms or (pid and pid != me and host == self.host_tag and not _holder_alive(pid)):
-                out.append((p.claimed, name, str(int(parts[0]))))
+            until, holder, host, tid = marker
+            if until > now_ms:
+                if not holder or holder == me or host != self.host_tag:
+                    continue
+                if alive is None:
+                    alive = holders.known_alive()  # one poll for every local holder in this listing
+                if holder in alive:
+                    continue
+                if holders.ask(holder):
+                    alive.add(holder)
+                    continue
+            out.append((p.claimed_s, name, tid))
         return sorted(out, key=lambda c: int(c[2]))
 
     def _looks_claimable(self, p: TeamPaths, tid: str, worker: str) -> str:
@@ -268,12 +308,13 @@ class ClaimOps(TaskOps):
         # Lazy, bucket by bucket (see base.ready_bucket): a claim usually takes the first candidate,
         # so only the first non-empty bucket is listed. Empty buckets are removed on the way: rmdir
         # fails on a bucket that just got a marker, and a writer that loses the race re-creates it.
-        entries = os.listdir(p.ready)
-        if any(len(e) != BUCKET_LEN for e in entries):
+        ready = p.ready_s
+        entries = os.listdir(ready)
+        if not all(map(BUCKET_LEN.__eq__, map(len, entries))):  # C loops: ~40 buckets a claim
             migrate_ready(p, entries)
-            entries = os.listdir(p.ready)
+            entries = os.listdir(ready)
         for bucket in sorted(entries):
-            d = p.bucket(bucket)
+            d = f"{ready}/{bucket}"
             try:
                 names = os.listdir(d)
             except (FileNotFoundError, NotADirectoryError):
@@ -284,13 +325,17 @@ class ClaimOps(TaskOps):
                 continue
             for name in sorted(names):
                 try:
-                    yield d, name, key_task_id(name)
+                    yield d, name, str(int(name.rpartition("-")[2]))  # key_task_id, inline: ~10 a claim
                 except ValueError:
                     continue
 
     def _holder_check(self, p: TeamPaths, tid: str, worker: str, token: str, now_ms: int) -> Task:
-        """The task, if ``worker`` holds it with ``token`` and the lease is live; else a refusal."""
-        task = self._load_task(p, tid)
+        """The task, if ``worker`` holds it with ``token`` and the lease is live; else a refusal.
+
+        The store's kept record (``_load_task(shared=True)``): callers write a new version of it before
+        they return anything that shares its lists.
+        """
+        task = self._load_task(p, tid, shared=True)
         if task.status in TERMINAL:
             raise AlreadyTerminal(f"task {tid} is already {task.status}", task_id=tid, status=task.status)
         c = task.claim
@@ -311,7 +356,7 @@ class ClaimOps(TaskOps):
             now_ms, at = self.now()
             old = self._holder_check(p, tid, worker, claim_token, now_ms)
             assert old.claim is not None
-            claim = old.claim.replace(**{"leased_until": iso(now_ms + cfg.lease_ms)})
+            claim = old.claim.replace(**{"leased_until": lease_text(now_ms + cfg.lease_ms)})
             new = old.replace(**{"claim": claim, "version": old.version + 1, "updated_at": at})
             self._commit(p, old, new)
             self._emit(p, "task_renewed", worker=worker, task_id=tid, data={"leased_until": claim.leased_until})
@@ -339,7 +384,7 @@ class ClaimOps(TaskOps):
                 "version": old.version + 1, "updated_at": at,
             })
             self._commit(p, old, new)
-            self._emit(p, f"task_{to}", worker=worker, task_id=tid, reason=error)
+            self._emit(p, f"task_{to}", worker=worker, task_id=tid, reason=error, now=(now_ms, at))
         if to == "completed":
             self._promote_if_ready(p, completed=tid)
         return new
@@ -386,49 +431,22 @@ class ClaimOps(TaskOps):
         return out
 
 
-_STAT_FDS: dict[int, int] = {}  # pid -> open /proc/<pid>/stat of the process that had that pid when seen alive
-_STAT_FDS_MAX = 64
-_STAT_LOCK = threading.Lock()
+_MALFORMED = (0, 0, "", "")
+_CLAIMED: dict[str, tuple[int, int, str, str]] = {}  # claimed marker name -> (lease end ms, pid, host, task id)
 
 
-def _reset_stat_lock() -> None:
-    # In a forked child: a fresh lock (the parent's may have been held by another thread at the
-    # fork); the inherited descriptors still name the same processes and stay usable.
-    global _STAT_LOCK
-    _STAT_LOCK = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_stat_lock)
-
-
-def _holder_alive(pid: int) -> bool:
-    """:func:`omx.pids.pid_alive`, answered from a kept-open ``/proc/<pid>/stat`` while that process lives.
-
-    claim-next checks every local holder's pid on every call (8 workers: 7 pids per claim); reading a
-    descriptor kept open costs a fifth of ``kill`` + open + read + close. The descriptor belongs to the
-    process it was opened for, so "running" from it means that process still has the pid; any other
-    answer (gone, zombie, unreadable) is re-asked of :func:`pid_alive` afresh, which may find a new
-    process with the same pid, exactly as it always would.
-    """
-    with _STAT_LOCK:
-        fd = _STAT_FDS.pop(pid, None)
-        if fd is not None:
-            try:
-                stat = os.pread(fd, 512, 0)
-                running = stat.rsplit(b")", 1)[-1].split()[0] not in (b"Z", b"X")
-            except (OSError, IndexError):
-                running = False
-            if running:
-                _STAT_FDS[pid] = fd
-                return True
-            os.close(fd)
-        if not pid_alive(pid):
-            return False
-        if len(_STAT_FDS) < _STAT_FDS_MAX:
-            with contextlib.suppress(OSError):
-                _STAT_FDS[pid] = os.open(f"/proc/{pid}/stat", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        return True
+def _parse_claimed(name: str) -> tuple[int, int, str, str]:
+    # claim-next reads every claimed marker on every call, and the same few names again and again.
+    parts = name.split("~")
+    marker = _MALFORMED
+    if len(parts) == 4:
+        tid, until, pid, host = parts
+        if (until + pid + tid).isascii() and until.isdigit() and pid.isdigit() and tid.isdigit():
+            marker = (int(until), int(pid), host, str(int(tid)))
+    if len(_CLAIMED) >= 1024:
+        _CLAIMED.clear()
+    _CLAIMED[name] = marker
+    return marker
 
 
 def _spread(cands: Iterable[Candidate], slot: int, n: int, window: int) -> Iterator[Candidate]:

@@ -39,7 +39,11 @@ class EventOps(WorkerOps):
             from omx.state.names import task_id as norm
 
             task_id = norm(task_id)
-        return self._emit(p, type_, worker=worker, task_id=task_id, message_id=message_id, reason=reason, data=data)
+        data = data or {}
+        event_id, at = self._emit(p, type_, worker=worker, task_id=task_id, message_id=message_id, reason=reason,
+                                  data=data)
+        return Event(event_id=event_id, type=type_, team=p.team, created_at=at, worker=worker, task_id=task_id,
+                     message_id=message_id, reason=reason, data=data)
 
     def read_events(
         self, team: str, *, cursor: int = 0, limit: int = 1000, types: list[str] | None = None,

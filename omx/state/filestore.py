@@ -58,7 +58,7 @@ class FileStore(ClaimOps, EventOps):
         def check_ready() -> dict[str, Any] | None:
             now_ms, _ = self.now()
             for d, _name, tid in [*self._abandoned(p, now_ms), *self._ready_candidates(p)]:
-                if worker is None or d == p.claimed or self._looks_claimable(p, tid, worker) == "yes":
+                if worker is None or d is p.claimed_s or self._looks_claimable(p, tid, worker) == "yes":
                     return {"ready": True, "task_id": tid}
             return None
 

@@ -9,6 +9,10 @@ filelock 4.x spends 250-400 µs of Python on each acquire/release (it re-opens t
 real path and creates parent folders every time) against ~6 µs for the same ``flock`` done directly —
 about half of a claim's CPU (bench/claim_throughput.py). This module does exactly what filelock's
 Unix lock does, minus that work; where ``fcntl`` does not exist it falls back to filelock.
+
+A lock file's descriptor is kept open after the critical section (unlocked with ``LOCK_UN``), so that
+a claim's completion, which takes the same task lock, does not open the file again: see
+:mod:`omx.state.fds` for why that is safe across threads, forks and a team's cleanup.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from omx.errors import LockTimeout
+from omx.state import forks
+from omx.state.fds import KeptFds, linked
 
 try:
     import fcntl
@@ -59,26 +65,52 @@ def _try_flock(fd: int) -> bool:
         raise
 
 
+_kept = KeptFds()  # unlocked descriptors of lock files used lately (see omx.state.fds)
+
+
 def _acquire(path: LockPath, timeout: float) -> int:
     """The locked descriptor of ``path``, or -1 if it is still held after ``timeout`` s (0: one try)."""
-    fd = _open(path)
+    key = os.fspath(path)
+    fd = _kept.take(key)
+    kept = fd >= 0
+    if not kept:
+        fd = _open(key)
     try:
         if not _try_flock(fd):
             deadline = time.monotonic() + timeout
             delay = _POLL_S
             while True:
                 if time.monotonic() >= deadline:
-                    os.close(fd)
+                    _kept.give(key, fd)
                     return -1
                 time.sleep(delay)
                 delay = min(delay * 2, 0.02)
                 if _try_flock(fd):
                     break
+        if kept and not linked(fd):
+            # Deleted since we kept it (the team was cleaned up): locking it excludes nobody who opens
+            # the path now. Forget it and lock the file that is there.
+            os.close(fd)
+            return _acquire(path, timeout)
         _test_delay_hook(path)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _release(path: LockPath, fd: int, pid: int) -> None:
+    if pid != forks.pid():
+        # Forked inside the critical section, and this is the child: the lock is the parent's (an
+        # inherited descriptor shares it), so only close our copy, which releases nothing.
+        os.close(fd)
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError:
+        os.close(fd)  # closing releases it too
+        return
+    _kept.give(os.fspath(path), fd)
 
 
 class locked:
@@ -87,12 +119,13 @@ class locked:
     A class rather than a generator-based context manager: it is entered several times per claim.
     """
 
-    __slots__ = ("_cm", "_fd", "_path", "_timeout")
+    __slots__ = ("_cm", "_fd", "_path", "_pid", "_timeout")
 
     def __init__(self, path: LockPath, timeout: float = DEFAULT_TIMEOUT_S) -> None:
         self._path = path
         self._timeout = timeout
         self._fd = -1
+        self._pid = 0
         self._cm: AbstractContextManager[None] | None = None
 
     def __enter__(self) -> None:
@@ -100,6 +133,7 @@ class locked:
             self._cm = _filelock(Path(self._path), self._timeout)
             self._cm.__enter__()
             return
+        self._pid = forks.pid()
         self._fd = _acquire(self._path, self._timeout)
         if self._fd < 0:
             path = os.fspath(self._path)
@@ -109,7 +143,7 @@ class locked:
         if self._cm is not None:  # pragma: no cover
             self._cm.__exit__(None, None, None)
         elif self._fd >= 0:
-            os.close(self._fd)  # closing the descriptor releases the flock
+            _release(self._path, self._fd, self._pid)
         self._fd = -1
 
 
@@ -129,6 +163,7 @@ class try_locked(locked):
                 self._cm = None
                 return False
             return True
+        self._pid = forks.pid()
         self._fd = _acquire(self._path, 0)  # no exception on the busy path: it is a hot one
         return self._fd >= 0
 
@@ -150,9 +185,17 @@ def _filelock(path: Path, timeout: float) -> Iterator[None]:  # pragma: no cover
         lock.release()
 
 
+# os.environ.get of a missing name raises and catches a KeyError inside (Mapping.get): a lookup in
+# os.environ's own table of encoded names is the same answer (it is what os.environ[...] = updates).
+_ENV_TABLE: dict[bytes | str, object] | None = getattr(os.environ, "_data", None)
+_DELAY_KEY: bytes | str = os.environ.encodekey("OMX_TEST_LOCK_DELAY") if hasattr(os.environ, "encodekey") else ""
+
+
 def _test_delay_hook(path: LockPath) -> None:
     # Test-only: OMX_TEST_LOCK_DELAY="<substring>:<seconds>" sleeps inside the critical section of
     # matching locks and drops a "<lock>.held" marker first, so a test can SIGKILL a holder there.
+    if _ENV_TABLE is not None and _DELAY_KEY and _DELAY_KEY not in _ENV_TABLE:
+        return
     spec = os.environ.get("OMX_TEST_LOCK_DELAY")
     if not spec:
         return

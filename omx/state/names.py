@@ -50,6 +50,10 @@ def task_id(value: object) -> str:
     >>> task_id("task-0042")
     '42'
     """
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 12 and (
+        value[0] != "0" or value == "0"
+    ):
+        return value  # already the normal form (the common case: ids the store itself handed out)
     if isinstance(value, bool):  # bool is an int subclass; True is not task 1
         raise InvalidInput("task id must be a string or integer", field="task_id")
     if isinstance(value, int) and value >= 0:

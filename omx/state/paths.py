@@ -87,6 +87,19 @@ class TeamPaths:
         return self.dir / "index" / "claimed"
 
     @cached_property
+    def ready_s(self) -> str:
+        """:attr:`ready` as a ``str`` (marker paths are built as strings on the hot path)."""
+        return os.fspath(self.ready)
+
+    @cached_property
+    def waiting_s(self) -> str:
+        return os.fspath(self.waiting)
+
+    @cached_property
+    def claimed_s(self) -> str:
+        return os.fspath(self.claimed)
+
+    @cached_property
     def locks(self) -> Path:
         return self.dir / "locks"
 

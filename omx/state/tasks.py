@@ -20,7 +20,7 @@ from omx.errors import (
 )
 from omx.models import TERMINAL, Task, TeamConfig, WorkerInfo
 from omx.state import atomic, names
-from omx.state.base import PRIORITY_LIMIT, StoreBase, sort_key
+from omx.state.base import PRIORITY_LIMIT, StoreBase, key_task_id, sort_key
 from omx.state.locks import locked
 from omx.state.paths import TeamPaths
 
@@ -265,8 +265,6 @@ class TaskOps(StoreBase):
         A lock-free look filters first, so a completion costs one directory listing when nothing waits on it.
         Waiting markers that no longer match their task are removed on the way.
         """
-        from omx.state.base import key_task_id
-
         found: list[tuple[str | None, str]]
         if tids is None:
             found = []
@@ -295,9 +293,9 @@ class TaskOps(StoreBase):
                     self._ensure_markers(p, task)
                     promoted.append(tid)
                 if name is not None:
-                    self._heal_marker(p, p.waiting, name, task)
+                    self._heal_marker(p, p.waiting_s, name, task)
                 elif task is not None:
-                    self._heal_marker(p, p.waiting, sort_key(task), task)
+                    self._heal_marker(p, p.waiting_s, sort_key(task), task)
         return promoted
 
 

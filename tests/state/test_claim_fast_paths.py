@@ -19,10 +19,11 @@ import pytest
 from omx.clock import FakeClock, iso
 from omx.models import Claim, Task, TeamConfig
 from omx.pids import pid_alive
-from omx.state import atomic, claims
+from omx.state import atomic, claims, holders
 from omx.state.base import fast_iso, ready_marker, sort_key
-from omx.state.claims import _holder_alive, _spread
+from omx.state.claims import _spread
 from omx.state.filestore import FileStore
+from omx.state.holders import holder_alive
 from omx.state.locks import locked, try_locked
 from omx.state.paths import TeamPaths
 from tests.state.invariants import index_leftovers, temp_files
@@ -207,21 +208,45 @@ def test_write_bytes_with_reuse_falls_back_to_a_new_temp_file(tmp_path: Path) ->
 def test_holder_alive_agrees_with_pid_alive_through_death_and_reaping() -> None:
     proc = subprocess.Popen(["sleep", "30"])
     try:
-        assert _holder_alive(proc.pid) and pid_alive(proc.pid)
-        assert _holder_alive(proc.pid), "asked again: from the kept descriptor"
-        if os.path.exists(f"/proc/{proc.pid}/stat"):
-            assert proc.pid in claims._STAT_FDS
+        assert holder_alive(proc.pid) and pid_alive(proc.pid)
+        assert holder_alive(proc.pid), "asked again: from the kept pidfd"
+        if hasattr(os, "pidfd_open"):
+            assert proc.pid in holders._fds
         proc.kill()
         deadline = time.monotonic() + 10
         while pid_alive(proc.pid) and time.monotonic() < deadline:  # a zombie until we reap it
             time.sleep(0.01)
-        assert not _holder_alive(proc.pid), "a zombie holder is dead"
-        assert proc.pid not in claims._STAT_FDS
+        assert not holder_alive(proc.pid), "a zombie holder is dead"
+        assert proc.pid not in holders._fds
     finally:
         proc.kill()
         proc.wait()
-    assert not _holder_alive(proc.pid)
-    assert not _holder_alive(2**22 + 12345)  # no such pid
+    assert not holder_alive(proc.pid)
+    assert not holder_alive(2**22 + 12345)  # no such pid
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="pidfds are Linux's")
+def test_kept_holders_are_answered_by_one_poll_and_an_exited_one_is_asked_afresh(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    procs = [subprocess.Popen(["sleep", "30"]) for _ in range(3)]
+    try:
+        for proc in procs:
+            assert holder_alive(proc.pid)  # seen alive: kept
+        asked: list[int] = []
+        monkeypatch.setattr(holders, "pid_alive", lambda pid: asked.append(pid) or pid_alive(pid))
+        assert {proc.pid for proc in procs} <= holders.known_alive()
+        assert asked == [], "kept holders are answered from the poll, not asked again"
+        procs[1].kill()
+        procs[1].wait()
+        alive = holders.known_alive()
+        assert procs[1].pid not in alive and {procs[0].pid, procs[2].pid} <= alive
+        assert procs[1].pid not in holders._fds, "an exited holder's pidfd is closed"
+        assert not holder_alive(procs[1].pid) and asked == [procs[1].pid], "and it is asked afresh"
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
 
 def test_a_dead_holder_is_reclaimed_at_once_after_being_seen_alive(s: FileStore) -> None:

@@ -22,9 +22,9 @@ task  subject                         shown as     why
 worker-3 was then asked to shut down and acknowledged it. Mailboxes: the three startup ACKs and a
 note in ``leader-fixed`` (all read), a read message to worker-2, an unread one to worker-1.
 
-Deterministic output: the clock is fake, the host and pids are fixed, and ``secrets.token_hex``
-(event and message ids, claim tokens, temp-file names) is replaced by a seeded generator *inside this
-process only* — never do that in real use (see :func:`deterministic`).
+Deterministic output: the clock is fake, the host and pids are fixed, and ``secrets.token_hex`` and
+``omx.state.atomic.random_hex8`` (event and message ids, claim tokens, temp-file names) are replaced by
+a seeded generator *inside this process only* — never do that in real use (see :func:`deterministic`).
 
 Lock files are kept (empty, as the store leaves them: lock files are never deleted), so ``locks/``
 exists in a checkout and write commands work on a copy.
@@ -57,7 +57,7 @@ if str(REPO) not in sys.path:  # run as a plain script from anywhere
     sys.path.insert(0, str(REPO))
 
 from omx.clock import FakeClock, parse_iso  # noqa: E402
-from omx.state import claims  # noqa: E402
+from omx.state import atomic, claims  # noqa: E402
 from omx.state.base import host_tag  # noqa: E402
 from omx.state.filestore import FileStore  # noqa: E402
 
@@ -86,6 +86,7 @@ def deterministic(seed: int) -> Iterator[None]:
         return pid in PIDS.values()
 
     patches: dict[tuple[ModuleType, str], object] = {(secrets, "token_hex"): token_hex,
+                                                     (atomic, "random_hex8"): lambda: token_hex(4),
                                                      (claims, "pid_alive"): pid_alive}
     saved = {(module, name): getattr(module, name) for module, name in patches}
     for (module, name), value in patches.items():

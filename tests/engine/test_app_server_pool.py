@@ -7,7 +7,6 @@ from a thread that lives as long as the pool, and nothing left running after ``c
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from worker_helpers import FakeServerLog
 
 from omx.engine.runtimes import RunRequest, RunResult
 from omx.engine.runtimes.app_server import AppServerPool
@@ -43,13 +43,13 @@ class Rig:
         return self.pool.run(request, events or EventRecorder(), cancel or threading.Event())
 
     def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+        return FakeServerLog(self.log).records()
 
     def pids(self) -> list[int]:
-        return [r["pid"] for r in self.records() if "started" in r]
+        return FakeServerLog(self.log).pids()
 
     def got(self, method: str) -> list[dict[str, Any]]:
-        return [r["got"] for r in self.records() if r.get("got", {}).get("method") == method]
+        return FakeServerLog(self.log).got(method)
 
 
 @pytest.fixture

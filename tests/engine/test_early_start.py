@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from worker_helpers import FakeServerLog
 
 from omx.engine import early
 from omx.engine.runtimes import RunRequest
@@ -50,13 +51,13 @@ class Rig:
         return server
 
     def records(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+        return FakeServerLog(self.log).records()
 
     def pids(self) -> list[int]:
-        return [r["pid"] for r in self.records() if "started" in r]
+        return FakeServerLog(self.log).pids()
 
     def got(self, method: str) -> list[dict[str, Any]]:
-        return [r["got"] for r in self.records() if r.get("got", {}).get("method") == method]
+        return FakeServerLog(self.log).got(method)
 
     def run(self, pool: AppServerPool, env: dict[str, str] | None = None) -> Any:
         cwd = self.tmp / f"task-{len(self.got('turn/start'))}"

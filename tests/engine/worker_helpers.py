@@ -241,15 +241,32 @@ def pid_gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
+class FakeServerLog:
+    """What ``fake_pooled_app_server.py`` logged to ``$FAKE_APP_SERVER_LOG`` (``path``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.exists() else []
+
+    def pids(self) -> list[int]:
+        """The pids of the fake app-servers started so far, in start order."""
+        return [r["pid"] for r in self.records() if "started" in r]
+
+    def got(self, method: str) -> list[dict[str, Any]]:
+        """Every ``method`` message the servers received, in order."""
+        return [r["got"] for r in self.records() if r.get("got", {}).get("method") == method]
+
+
 def fake_server_records(rig: Rig) -> list[dict[str, Any]]:
-    """What ``fake_pooled_app_server.py`` logged (``FAKE_APP_SERVER_LOG`` = ``<tmp>/fake.log``)."""
-    path = rig.tmp / "fake.log"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """What the fake app-servers of ``rig`` logged (``FAKE_APP_SERVER_LOG`` = ``<tmp>/fake.log``)."""
+    return FakeServerLog(rig.tmp / "fake.log").records()
 
 
 def fake_server_pids(rig: Rig) -> list[int]:
     """The pids of the fake app-servers started so far, in start order."""
-    return [r["pid"] for r in fake_server_records(rig) if "started" in r]
+    return FakeServerLog(rig.tmp / "fake.log").pids()
 
 
 def kill_quietly(pids: Iterable[int]) -> None:

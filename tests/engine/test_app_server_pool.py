@@ -30,6 +30,7 @@ class Rig:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp = tmp_path
         self.log = tmp_path / "fake.log"
+        self.server = FakeServerLog(self.log)  # what the fake servers logged
         self.env = {**os.environ, "FAKE_APP_SERVER_LOG": str(self.log)}
         self.settings = RuntimeSettings(kind="codex-app-server", command=[sys.executable, FAKE])
         self.pool = AppServerPool(tmp_path, kill_grace_s=1.0)
@@ -42,14 +43,6 @@ class Rig:
         request = RunRequest(prompt, cwd, env or self.env, config, developer_instructions=f"dev for {name}")
         return self.pool.run(request, events or EventRecorder(), cancel or threading.Event())
 
-    def records(self) -> list[dict[str, Any]]:
-        return FakeServerLog(self.log).records()
-
-    def pids(self) -> list[int]:
-        return FakeServerLog(self.log).pids()
-
-    def got(self, method: str) -> list[dict[str, Any]]:
-        return FakeServerLog(self.log).got(method)
 
 
 @pytest.fixture
@@ -57,7 +50,7 @@ def rig(tmp_path: Path) -> Any:
     r = Rig(tmp_path)
     yield r
     r.pool.close()
-    for pid in r.pids():
+    for pid in r.server.pids():
         assert not pid_alive(pid), "close() left a server running"
 
 
@@ -70,29 +63,30 @@ def test_one_server_serves_every_task_each_on_its_own_thread(rig: Rig) -> None:
     assert second.summary == f"done in {rig.tmp / 'b'}"  # not the late words about thread-1
     assert (first.thread_id, second.thread_id) == ("thread-1", "thread-2")
     assert second.tokens == {"input": 5, "output": 2, "total": 7}
-    assert len(rig.pids()) == 1
-    assert len(rig.got("initialize")) == 1
-    threads = [m["params"] for m in rig.got("thread/start")]
+    assert len(rig.server.pids()) == 1
+    assert len(rig.server.got("initialize")) == 1
+    threads = [m["params"] for m in rig.server.got("thread/start")]
     assert threads == [
         {"cwd": str(rig.tmp / "a"), "approvalPolicy": "never", "sandbox": "workspace-write", "model": "m-1",
          "developerInstructions": "dev for a"},
         {"cwd": str(rig.tmp / "b"), "approvalPolicy": "untrusted", "sandbox": "read-only",
          "developerInstructions": "dev for b"},
     ]
-    assert [m["params"]["cwd"] for m in rig.got("turn/start")] == [str(rig.tmp / "a"), str(rig.tmp / "b")]
-    wait_until(lambda: len(rig.got("thread/unsubscribe")) == 2, what="the second thread/unsubscribe")
-    assert [m["params"] for m in rig.got("thread/unsubscribe")] == [{"threadId": "thread-1"}, {"threadId": "thread-2"}]
-    assert rig.records()[0]["cwd"] == str(rig.tmp)  # the server's own cwd is the pool's
+    assert [m["params"]["cwd"] for m in rig.server.got("turn/start")] == [str(rig.tmp / "a"), str(rig.tmp / "b")]
+    wait_until(lambda: len(rig.server.got("thread/unsubscribe")) == 2, what="the second thread/unsubscribe")
+    unsubscribed = [m["params"] for m in rig.server.got("thread/unsubscribe")]
+    assert unsubscribed == [{"threadId": "thread-1"}, {"threadId": "thread-2"}]
+    assert rig.server.records()[0]["cwd"] == str(rig.tmp)  # the server's own cwd is the pool's
 
 
 def test_prestart_spawns_ahead_and_the_first_task_uses_that_server(rig: Rig) -> None:
     assert rig.pool.prestart(rig.settings, rig.env)
-    wait_until(lambda: len(rig.got("initialize")) == 1, what="the prestarted server's handshake")
+    wait_until(lambda: len(rig.server.got("initialize")) == 1, what="the prestarted server's handshake")
 
     result = rig.run()
 
     assert result.status == "completed", result.error
-    assert len(rig.pids()) == 1
+    assert len(rig.server.pids()) == 1
 
 
 def test_cancel_interrupts_the_turn_and_keeps_the_server(rig: Rig, cancel: threading.Event) -> None:
@@ -103,9 +97,9 @@ def test_cancel_interrupts_the_turn_and_keeps_the_server(rig: Rig, cancel: threa
     after = rig.run()
 
     assert stopped.status == "interrupted"
-    assert rig.got("turn/interrupt")[0]["params"] == {"threadId": "thread-1", "turnId": "turn-1"}
+    assert rig.server.got("turn/interrupt")[0]["params"] == {"threadId": "thread-1", "turnId": "turn-1"}
     assert after.status == "completed", after.error
-    assert len(rig.pids()) == 1
+    assert len(rig.server.pids()) == 1
 
 
 def test_a_server_that_dies_mid_turn_fails_that_task_and_is_replaced(rig: Rig) -> None:
@@ -117,7 +111,7 @@ def test_a_server_that_dies_mid_turn_fails_that_task_and_is_replaced(rig: Rig) -
     assert "exit status 3" in died.error
     assert "simulated crash" in died.error
     assert after.status == "completed", after.error
-    first, second = rig.pids()
+    first, second = rig.server.pids()
     assert not pid_alive(first)
     assert pid_alive(second)
 
@@ -131,29 +125,29 @@ def test_a_server_deaf_to_interrupt_is_killed_and_replaced(rig: Rig, cancel: thr
 
     assert deaf.status == "interrupted"
     assert time.monotonic() - began < 8
-    (first,) = rig.pids()
+    (first,) = rig.server.pids()
     assert not pid_alive(first)
     assert rig.run().status == "completed"
-    assert len(rig.pids()) == 2
+    assert len(rig.server.pids()) == 2
 
 
 def test_a_server_that_died_while_idle_is_replaced_without_failing_the_task(rig: Rig) -> None:
     assert rig.run().status == "completed"
-    (first,) = rig.pids()
+    (first,) = rig.server.pids()
     os.kill(first, 9)
     wait_until(lambda: not pid_alive(first), what="the idle server to die")
 
     result = rig.run(name="again")
 
     assert result.status == "completed", result.error
-    assert len(rig.pids()) == 2
+    assert len(rig.server.pids()) == 2
 
 
 def test_another_environment_gets_its_own_server_and_the_idle_one_is_stopped(rig: Rig) -> None:
     assert rig.run().status == "completed"
     assert rig.run(env={**rig.env, "EXTRA": "1"}).status == "completed"
 
-    first, second = rig.pids()
+    first, second = rig.server.pids()
     assert not pid_alive(first)
     assert pid_alive(second)
 
@@ -170,8 +164,8 @@ def test_a_relative_command_gets_a_server_per_task(rig: Rig) -> None:
     first, second = rig.run(name="a"), rig.run(name="b")
 
     assert (first.status, second.status) == ("completed", "completed"), (first.error, second.error)
-    assert len(rig.pids()) == 2
-    assert not any(pid_alive(pid) for pid in rig.pids())  # each stopped when its task ended
+    assert len(rig.server.pids()) == 2
+    assert not any(pid_alive(pid) for pid in rig.server.pids())  # each stopped when its task ended
 
 
 def test_servers_are_spawned_by_a_thread_that_outlives_the_task_thread(
@@ -187,10 +181,10 @@ def test_servers_are_spawned_by_a_thread_that_outlives_the_task_thread(
     time.sleep(0.3)
 
     assert results[0].status == "completed"
-    (pid,) = rig.pids()
+    (pid,) = rig.server.pids()
     assert pid_alive(pid)
     assert rig.run().status == "completed"
-    assert rig.pids() == [pid]
+    assert rig.server.pids() == [pid]
 
 
 def test_a_server_idle_for_too_long_is_stopped_and_the_next_task_starts_another(tmp_path: Path) -> None:
@@ -198,13 +192,13 @@ def test_a_server_idle_for_too_long_is_stopped_and_the_next_task_starts_another(
     rig.pool = AppServerPool(tmp_path, kill_grace_s=1.0, idle_timeout_s=0.3)
     try:
         assert rig.run().status == "completed"
-        (first,) = rig.pids()
+        (first,) = rig.server.pids()
         wait_until(lambda: not pid_alive(first), timeout=10, what="the idle server to be stopped")
         assert rig.run(name="later").status == "completed"
-        assert len(rig.pids()) == 2
+        assert len(rig.server.pids()) == 2
     finally:
         rig.pool.close()
-    assert not any(pid_alive(pid) for pid in rig.pids())
+    assert not any(pid_alive(pid) for pid in rig.server.pids())
 
 
 def test_close_stops_a_busy_server_and_the_run_returns(rig: Rig) -> None:
@@ -221,7 +215,7 @@ def test_close_stops_a_busy_server_and_the_run_returns(rig: Rig) -> None:
 
     assert not task.is_alive()
     assert results[0].status == "failed"
-    assert not any(pid_alive(pid) for pid in rig.pids())
+    assert not any(pid_alive(pid) for pid in rig.server.pids())
     after = rig.run()
     assert after.status == "failed"
     assert after.error is not None

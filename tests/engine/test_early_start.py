@@ -40,6 +40,7 @@ class Rig:
         self.codex.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
         self.codex.chmod(0o755)
         self.log = tmp / "fake.log"
+        self.server = FakeServerLog(self.log)  # what the fake servers logged
         monkeypatch.setenv("PATH", f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}")
         monkeypatch.setenv("FAKE_APP_SERVER_LOG", str(self.log))
         self.started: list[early.EarlyServer] = []
@@ -50,17 +51,9 @@ class Rig:
             self.started.append(server)
         return server
 
-    def records(self) -> list[dict[str, Any]]:
-        return FakeServerLog(self.log).records()
-
-    def pids(self) -> list[int]:
-        return FakeServerLog(self.log).pids()
-
-    def got(self, method: str) -> list[dict[str, Any]]:
-        return FakeServerLog(self.log).got(method)
 
     def run(self, pool: AppServerPool, env: dict[str, str] | None = None) -> Any:
-        cwd = self.tmp / f"task-{len(self.got('turn/start'))}"
+        cwd = self.tmp / f"task-{len(self.server.got('turn/start'))}"
         cwd.mkdir()
         request = RunRequest("[ok]", cwd, env if env is not None else early.agent_env(), RuntimeSettings())
         return pool.run(request, EventRecorder(), threading.Event())
@@ -72,7 +65,7 @@ def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
     yield r
     for server in r.started:
         server.discard()
-    for pid in r.pids():
+    for pid in r.server.pids():
         wait_until(lambda pid=pid: not pid_alive(pid), what=f"fake server {pid} to exit")
 
 
@@ -80,20 +73,20 @@ def test_the_head_start_server_is_adopted_and_runs_the_first_task(rig: Rig) -> N
     server = rig.start()
     assert server is not None
     assert server.argv == [str(rig.codex), "app-server", "-c", "allow_login_shell=false"]
-    wait_until(lambda: len(rig.got("initialize")) == 1, what="the handshake sent at spawn")
+    wait_until(lambda: len(rig.server.got("initialize")) == 1, what="the handshake sent at spawn")
 
     with AppServerPool(rig.repo, kill_grace_s=1.0) as pool:
         pool.adopt(server)
         first, second = rig.run(pool), rig.run(pool)
 
     assert (first.status, second.status) == ("completed", "completed"), (first.error, second.error)
-    assert len(rig.pids()) == 1  # the engine started no server of its own
-    (init,) = rig.got("initialize")  # and did not send the handshake again
+    assert len(rig.server.pids()) == 1  # the engine started no server of its own
+    (init,) = rig.server.got("initialize")  # and did not send the handshake again
     assert init["id"] == 1
     assert init["params"]["clientInfo"] == {"name": "omx", "title": "omx", "version": VERSION}
-    assert len(rig.got("initialized")) == 1
-    assert rig.records()[0]["cwd"] == str(rig.repo.resolve())
-    assert not pid_alive(rig.pids()[0])  # closing the pool stopped the adopted server too
+    assert len(rig.server.got("initialized")) == 1
+    assert rig.server.records()[0]["cwd"] == str(rig.repo.resolve())
+    assert not pid_alive(rig.server.pids()[0])  # closing the pool stopped the adopted server too
 
 
 def test_a_task_that_needs_another_server_stops_the_head_start_one(rig: Rig) -> None:
@@ -103,7 +96,7 @@ def test_a_task_that_needs_another_server_stops_the_head_start_one(rig: Rig) -> 
         pool.adopt(server)
         result = rig.run(pool, env={**early.agent_env(), "EXTRA": "1"})
         assert result.status == "completed", result.error
-        first, second = rig.pids()
+        first, second = rig.server.pids()
         assert not pid_alive(first)
         assert pid_alive(second)
 
@@ -111,7 +104,7 @@ def test_a_task_that_needs_another_server_stops_the_head_start_one(rig: Rig) -> 
 def test_a_head_start_nobody_adopts_ends_when_discarded(rig: Rig) -> None:
     server = rig.start()
     assert server is not None
-    wait_until(lambda: len(rig.pids()) == 1, what="the server to start")
+    wait_until(lambda: len(rig.server.pids()) == 1, what="the server to start")
     server.discard()
     wait_until(lambda: server.proc.poll() is not None, what="the server to exit at end of input")
     assert server.proc.returncode == 0
@@ -135,7 +128,7 @@ def test_no_head_start_when_the_worker_would_not_run_that_server(rig: Rig, case:
     else:
         workflow = rig.tmp / "missing.md"
     assert rig.start(workflow) is None
-    assert rig.pids() == []
+    assert rig.server.pids() == []
 
 
 def test_the_head_start_reads_the_agent_environment_and_keeps_secrets_out(rig: Rig,
@@ -199,4 +192,4 @@ def test_the_worker_spawns_codex_before_it_imports_the_engine(rig: Rig) -> None:
              "omx.engine.settings", "omx.engine.runtimes.app_server", "omx.engine.runtimes.base",
              "omx.state.filestore", "omx.models"}
     assert sorted(heavy.intersection(modules)) == []
-    wait_until(lambda: len(rig.pids()) == 1, what="the server to start")
+    wait_until(lambda: len(rig.server.pids()) == 1, what="the server to start")

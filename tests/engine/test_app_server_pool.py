@@ -242,8 +242,8 @@ def test_real_codex_runs_tasks_in_their_own_directories_on_one_server(
             cwd = tmp_path / name
             cwd.mkdir()
             events = EventRecorder()
-            if cancel is not None:
-                events.on(lambda e: e.kind == "started", lambda: threading.Timer(0.3, cancel.set).start())
+            if cancel is not None:  # cancelled while the model is being asked (its third request)
+                fake_model.when_asked(3, cancel.set)
             result = pool.run(RunRequest(f"task {name}", cwd, codex_env, settings), events, cancel or threading.Event())
             pids.extend(d["pid"] for d in events.of("started"))
             return result

@@ -104,8 +104,7 @@ def test_app_server_cancel_interrupts_promptly(
     fake_model: FakeModel, codex_env: dict[str, str], workdir: Path, events: Events, cancel: threading.Event
 ) -> None:
     fake_model.script(hang())
-    # cancel while the model stream is open: once the turn started and the model was asked
-    events.on(lambda e: e.kind == "started", lambda: threading.Timer(0.3, cancel.set).start())
+    fake_model.when_asked(1, cancel.set)  # cancel while the model stream is open
     began = time.monotonic()
 
     result = run("codex-app-server", workdir, codex_env, events, cancel=cancel, turnTimeoutMs=30_000)

@@ -255,6 +255,21 @@ class FakeModel:
                 raise TimeoutError(f"fake model: {len(self.requests)} of {count} requests after {timeout}s")
             return list(self.requests)
 
+    def when_asked(self, count: int, then: Callable[[], None], timeout: float = 60.0) -> None:
+        """Call ``then()`` (on a daemon thread) once ``count`` responses requests have arrived.
+
+        For "cancel while the model is being asked": a timer after ``turn/started`` can fire before
+        Codex sends the request, and then the scripted answer goes to the next turn instead.
+        """
+        def wait() -> None:
+            try:
+                self.wait_for_requests(count, timeout)
+            except TimeoutError:
+                return  # the test's own assertions say what did not happen
+            then()
+
+        threading.Thread(target=wait, name="fake-model-when-asked", daemon=True).start()
+
     # used by the handler
 
     def _next_turn(self, request: RecordedRequest) -> Turn:

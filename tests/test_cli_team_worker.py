@@ -38,6 +38,9 @@ LEFT_TO_TYPER = [
     ["--poll-ms", "1e3"],
     ["--max-tasks", "0"],
     ["--max-tasks", "+3"],
+    ["--max-tasks", "007"],
+    ["--poll-ms", "\u0663\u0660"],  # non-ASCII digits: int() takes them, the fast path does not
+    ["--poll-ms", "1234567890123456789"],
     ["--until-empty=1"],
     ["-vv"],
     ["--", "--team", "x"],

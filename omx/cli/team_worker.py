@@ -12,12 +12,12 @@ command in :mod:`omx.cli.team`, so help, usage errors and their exit codes are t
 from __future__ import annotations
 
 import os
-import re
 import sys
-from pathlib import Path
 
-TYPE_CHECKING = False  # not typing's: importing typing would delay the head start on Codex
+# Neither typing nor pathlib nor re before the head start: ~20 ms of imports that would delay Codex's spawn.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
     from omx.engine.early import EarlyServer
@@ -37,17 +37,36 @@ OPTIONS: dict[str, tuple[str, str, int | None]] = {
     "--verbose": ("verbose", "flag", None),
     "-v": ("verbose", "flag", None),
 }
+#: The defaults, with paths as text (see :func:`scan`).
 DEFAULTS: dict[str, Any] = {
-    "team": None, "name": None, "root": None, "repo": Path("."), "workflow": None, "until_empty": False,
+    "team": None, "name": None, "root": None, "repo": ".", "workflow": None, "until_empty": False,
     "max_tasks": None, "shutdown_policy": "finish", "poll_ms": 1_000, "verbose": False,
 }
+PATHS = ("root", "repo", "workflow")
 #: Set by :func:`omx.cli.main` when the process ends with the command (the ``omx`` program itself).
 EXITING = False
-_PLAIN_INT = re.compile(r"(0|[1-9][0-9]{0,17})")
 
 
 def parse_args(args: list[str]) -> dict[str, Any] | None:
     """The keyword arguments of :func:`run_worker` for ``args``, or ``None``: let typer parse them."""
+    raw = scan(args)
+    return None if raw is None else with_paths(raw)
+
+
+def with_paths(raw: dict[str, Any]) -> dict[str, Any]:
+    """:func:`scan`'s answer with its paths as :class:`~pathlib.Path` objects, as :func:`run_worker` takes them."""
+    from pathlib import Path
+
+    return {k: Path(v) if k in PATHS and v is not None else v for k, v in raw.items()}
+
+
+def _plain_int(value: str) -> bool:
+    """Digits only, no sign, no leading zero, at most 18 of them: what needs no conversion to agree with click."""
+    return value.isascii() and value.isdigit() and len(value) <= 18 and (value == "0" or value[0] != "0")
+
+
+def scan(args: list[str]) -> dict[str, Any] | None:
+    """As :func:`parse_args`, with paths left as text (pathlib is not imported before the head start)."""
     out = dict(DEFAULTS)
     i = 0
     while i < len(args):
@@ -74,11 +93,9 @@ def parse_args(args: list[str]) -> dict[str, Any] | None:
         if not value or value.startswith("-"):
             return None
         if kind == "int":
-            if not _PLAIN_INT.fullmatch(value) or (minimum is not None and int(value) < minimum):
+            if not _plain_int(value) or (minimum is not None and int(value) < minimum):
                 return None
             out[param] = int(value)
-        elif kind == "path":
-            out[param] = Path(value)
         else:
             out[param] = value
     return out
@@ -143,12 +160,13 @@ def _run_worker(*, team: str | None, name: str | None, root: Path | None, repo: 
 
 def main(args: list[str]) -> int:
     """``omx team worker <args>``: the fast path when the arguments are plain, else the typer command."""
-    kwargs = parse_args(args)
-    if kwargs is None:
+    raw = scan(args)
+    if raw is None:
         from omx.cli.app import run_app
 
         return run_app(["team", "worker", *args])
-    early = head_start(kwargs)
+    early = head_start(raw)
+    kwargs = with_paths(raw)
     from omx.cli.exits import guarded
 
     return guarded(lambda: run_worker(**kwargs, early=early))

@@ -180,7 +180,7 @@ def test_the_worker_spawns_codex_before_it_imports_the_engine(rig: Rig) -> None:
         "import sys\n"
         "from omx.cli import team_worker as tw\n"
         f"args = ['--team', 'alpha', '--name', 'worker-1', '--repo', {str(rig.repo)!r}]\n"
-        "server = tw.head_start(tw.parse_args(args))\n"
+        "server = tw.head_start(tw.scan(args))\n"
         "print(server is not None, *sorted(sys.modules))\n"
         "server.discard()\n"
     )
@@ -188,7 +188,7 @@ def test_the_worker_spawns_codex_before_it_imports_the_engine(rig: Rig) -> None:
                          check=True)
     started, *modules = out.stdout.split()
     assert started == "True", out.stderr
-    heavy = {"yaml", "jinja2", "pydantic", "typer", "json", "dataclasses", "typing", "omx.engine.workflow",
+    heavy = {"yaml", "jinja2", "pydantic", "typer", "json", "dataclasses", "typing", "pathlib", "omx.engine.workflow",
              "omx.engine.settings", "omx.engine.runtimes.app_server", "omx.engine.runtimes.base",
              "omx.state.filestore", "omx.models"}
     assert sorted(heavy.intersection(modules)) == []

@@ -63,9 +63,11 @@ def run_turn(request: dict[str, Any]) -> None:
     params = request["params"]
     thread = params["threadId"]
     turn = f"turn-{thread.rsplit('-', 1)[1]}"
+    prompt = " ".join(part.get("text", "") for part in params.get("input", []))
+    if "[deaf]" in prompt:  # before turn/started: a client that stops the turn at once meets a deaf server
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     send({"id": request["id"], "result": {"turn": {"id": turn, "status": "inProgress", "items": []}}})
     notify("turn/started", {"threadId": thread, "turn": {"id": turn, "status": "inProgress", "items": []}})
-    prompt = " ".join(part.get("text", "") for part in params.get("input", []))
     if "[hang]" in prompt:
         while True:
             message = recv()
@@ -74,7 +76,6 @@ def run_turn(request: dict[str, Any]) -> None:
                 complete(thread, turn, "interrupted")
                 return
     elif "[deaf]" in prompt:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for _line in sys.stdin:
             pass
         time.sleep(600)

@@ -21,6 +21,7 @@ from worker_helpers import (
     PROMPT_BODY,
     TIMED_SCRIPT,
     Rig,
+    WorkerProc,
     bash,
     git,
     hold_for,
@@ -36,6 +37,8 @@ from worker_helpers import (
 
 from omx.clock import parse_iso
 from omx.errors import InvalidToken, LeaseExpired, OmxError
+from omx.state.locks import try_locked
+from omx.state.paths import TeamPaths
 
 pytestmark = pytest.mark.slow
 
@@ -351,9 +354,10 @@ def test_a_killed_workers_task_is_taken_over_at_once_and_its_token_refused(rig: 
 
 
 def test_a_live_worker_renews_its_lease_and_is_never_overtaken(new_rig: Callable[..., Rig]) -> None:
-    # 1.5 s lease, renewed every 0.5 s: a renewal would have to stall for a whole second (not a few
-    # hundred ms of a loaded CI machine's fsync or scheduling) before the rival could take over.
-    rig = new_rig(lease_ms=1500)
+    # 2.4 s lease, renewed every 0.8 s: a renewal would have to stall for 1.6 s (not the few hundred ms
+    # of a loaded CI machine's fsync or scheduling: gaps of 0.7 s between renewals were seen under load,
+    # and a 600 ms lease flaked) before the rival could take over.
+    rig = new_rig(lease_ms=2400)
     write_workflow(rig, runtime={"kind": "command", "command": bash(GATED_SCRIPT)})
     tid = rig.store.create_task(rig.team, "slow but alive").id
 
@@ -370,7 +374,7 @@ def test_a_live_worker_renews_its_lease_and_is_never_overtaken(new_rig: Callable
         wait_until(lambda: any(b.startswith("ACK: worker-2") for b in acks(rig)), what="worker-2 to start",
                    proc=rival)
         # Three lease periods while a second worker polls the same team: the owner must never change.
-        checks = hold_for(4.5, owner_and_rival, "worker-1's claim")
+        checks = hold_for(7.2, owner_and_rival, "worker-1's claim")
         assert checks > 30
         open_gate(rig)
         assert holder.wait() == 0, holder.output()
@@ -385,14 +389,43 @@ def test_a_live_worker_renews_its_lease_and_is_never_overtaken(new_rig: Callable
     assert task.attempts == 1
     assert [e.worker for e in rig.events("task_claimed", task_id=tid)] == ["worker-1"]
     assert rig.events("claim_expired") == []
-    assert len(rig.events("task_renewed", task_id=tid)) >= 8  # every lease/3 for 4.5+ s
+    assert len(rig.events("task_renewed", task_id=tid)) >= 8  # every lease/3 for 7.2+ s
     assert "0 completed" in rival.output()
+
+
+def _stopped(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("T", "t")
+
+
+def freeze_outside_locks(rig: Rig, proc: WorkerProc) -> None:
+    """SIGSTOP ``proc`` at a moment it holds none of the team's locks.
+
+    Stopped inside a critical section (a renewal, under load a good part of its time), it would keep the
+    task's lock: the heir would wait for that lock, not for the lease, and give up after its lock timeout.
+    """
+    locks = TeamPaths.of(rig.root, rig.team).locks
+    deadline = time.monotonic() + 60
+    while True:
+        proc.signal(signal.SIGSTOP)
+        wait_until(lambda: _stopped(proc.pid), what=f"{proc.name} to stop", proc=proc)
+        held = []
+        for lock in sorted(locks.glob("*.lock")):
+            with try_locked(lock) as got:
+                if not got:
+                    held.append(lock.name)
+        if not held:
+            return
+        proc.signal(signal.SIGCONT)
+        assert time.monotonic() < deadline, f"{proc.name} always held {held} when stopped"
+        time.sleep(0.01)  # let it leave the critical section
 
 
 def test_a_frozen_worker_that_lost_its_lease_stops_its_run_and_reports_nothing(new_rig: Callable[..., Rig]) -> None:
     # A stalled machine: worker-1 is stopped (SIGSTOP) past its lease, worker-2 takes the task, then
     # worker-1 resumes. Its renewal is refused, so it must stop its agent and never report the task.
-    rig = new_rig(lease_ms=1000)
+    # A 3 s lease (renewed every second): with 1 s, a renewal held up by a loaded machine lost a live
+    # worker's claim by itself (worker-1 before the freeze, or worker-2 after the takeover).
+    rig = new_rig(lease_ms=3000)
     script = ('echo $$ >> "$WL_OUT/pids"; while [ ! -e "$WL_OUT/go" ]; do sleep 0.05; done; '
               'echo "$(basename "$PWD")" > done.txt; echo "finished by pid $$"')
     write_workflow(rig, runtime={"kind": "command", "command": bash(script)})
@@ -403,7 +436,7 @@ def test_a_frozen_worker_that_lost_its_lease_stops_its_run_and_reports_nothing(n
     try:
         wait_until(lambda: len(rig.lines("pids")) == 1, what="worker-1's run to start", proc=frozen)
         pids.append(int(rig.lines("pids")[0]))
-        frozen.signal(signal.SIGSTOP)
+        freeze_outside_locks(rig, frozen)
         heir = start_worker(rig, "worker-2", "--until-empty", poll_ms=50)
         wait_until(lambda: in_progress_by(rig, tid, "worker-2"), what="worker-2 to take the expired task", proc=heir)
         wait_until(lambda: len(rig.lines("pids")) == 2, what="worker-2's run to start", proc=heir)
@@ -518,7 +551,7 @@ def test_untrusted_task_text_is_data_for_the_agent_and_hooks_only(rig: Rig) -> N
 
 def test_sigterm_during_a_long_hook_stops_the_worker_promptly(rig: Rig) -> None:
     write_workflow(rig, runtime={"kind": "command", "command": bash("echo ok")},
-                   hooks={"beforeRun": 'echo $$ > "$WL_OUT/hook"; sleep 4', "timeoutMs": 60_000})
+                   hooks={"beforeRun": 'echo $$ > "$WL_OUT/hook"; sleep 50', "timeoutMs": 60_000})
     tid = rig.store.create_task(rig.team, "slow hook").id
     proc = start_worker(rig, "worker-1")
     wait_until(lambda: (rig.out / "hook").exists(), what="the hook to start", proc=proc)
@@ -526,11 +559,16 @@ def test_sigterm_during_a_long_hook_stops_the_worker_promptly(rig: Rig) -> None:
     proc.signal(signal.SIGTERM)
     assert proc.wait() == 0, proc.output()
     assert rig.task(tid).status == "pending"
-    assert time.monotonic() - t0 < 2.0, "the worker waited for the hook to finish"
+    # The hook sleeps 50 s: 15 s leaves a loaded machine room for the release and the exit.
+    assert time.monotonic() - t0 < 15, "the worker waited for the hook to finish"
 
 
 def test_sigkill_of_the_worker_takes_its_agent_down_too(rig: Rig) -> None:
-    write_workflow(rig, runtime={"kind": "command", "command": bash('echo $$ > "$WL_OUT/agent"; exec sleep 600')})
+    # The agent reads its prompt to the end before it says it runs: the worker feeds stdin only after it
+    # told its lifeline keeper about the agent. (A worker killed between the spawn and that is the window
+    # the keeper leaves open; on a loaded machine the agent could get as far as its pid file within it.)
+    script = 'cat > /dev/null; echo $$ > "$WL_OUT/agent"; exec sleep 600'
+    write_workflow(rig, runtime={"kind": "command", "command": bash(script)})
     rig.store.create_task(rig.team, "orphan maker")
     proc = start_worker(rig, "worker-1")
     path = rig.out / "agent"
@@ -538,7 +576,7 @@ def test_sigkill_of_the_worker_takes_its_agent_down_too(rig: Rig) -> None:
     try:
         proc.signal(signal.SIGKILL)
         proc.proc.wait(timeout=10)
-        wait_until(lambda: pid_gone(agent), timeout=3, what="the orphaned agent to end")
+        wait_until(lambda: pid_gone(agent), timeout=15, what="the orphaned agent to end")  # not its 600 s
     finally:
         kill_quietly([agent])
 

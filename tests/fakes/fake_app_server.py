@@ -159,10 +159,7 @@ def run_turn(scenario: str) -> None:
         interrupt = await_request("turn/interrupt")
         send({"id": interrupt["id"], "result": {}})
         complete("interrupted")
-    elif scenario == "deaf":
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        grandchild = subprocess.Popen(["sleep", "600"])  # same process group as us
-        log({"grandchild": grandchild.pid})
+    elif scenario == "deaf":  # deaf to SIGTERM and with its grandchild since before turn/started (main)
         for line in sys.stdin:  # hears everything, answers nothing
             log(json.loads(line))
         time.sleep(600)  # and outlives its stdin too
@@ -174,6 +171,10 @@ def run_turn(scenario: str) -> None:
 def main() -> None:
     scenario = sys.argv[1] if len(sys.argv) > 1 else "ok"
     log({"pid": os.getpid(), "scenario": scenario, "argv": sys.argv, "time": time.time()})
+    if scenario == "deaf":  # before the turn starts: a client that stops it at once must meet both
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        grandchild = subprocess.Popen(["sleep", "600"])  # same process group as us
+        log({"grandchild": grandchild.pid})
     handshake(scenario)
     run_turn(scenario)
 

@@ -157,11 +157,12 @@ def test_concurrent_creators_get_unique_contiguous_ids(
 
 @pytest.mark.timeout(60)
 def test_renewing_worker_keeps_its_task_while_others_hammer(tmp_path: Path, children: Children) -> None:
-    """A worker renewing every lease/3 keeps its task for 4 leases against 4 processes trying to take it."""
+    """A worker renewing every lease/3 keeps its task for 3 leases against 4 processes trying to take it."""
     root = tmp_path / "state"
-    # A 1.2 s lease: a renewal (a durable write) may be held up by a few hundred ms on a loaded machine,
-    # and only a missed lease — not this test's machine — should fail it (600 ms flaked under load).
-    lease_ms, periods = 1_200, 4
+    # A 3 s lease: a renewal (a durable write) may be held up by a few hundred ms on a loaded machine,
+    # and only a missed lease — not this test's machine — should fail it (600 ms flaked under load; with
+    # 1.2 s, gaps of 0.9 s between renewals were seen with two busy loops on two cores).
+    lease_ms, periods = 3_000, 3
     store = FileStore(root)
     store.create_team("keep", workers=["holder", *(f"hammer-{i}" for i in range(4))], lease_ms=lease_ms)
     store.create_task("keep", "long job")

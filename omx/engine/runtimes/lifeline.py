@@ -19,8 +19,9 @@ second agent in the same worktree. Two ways to prevent it; :func:`preexec_fn` an
 
 The keeper ignores SIGINT and SIGHUP (a Ctrl-C or a closed terminal reaches the whole foreground
 group; the worker handles those itself, and the keeper must outlive it to do its job). If the keeper
-itself is killed, the next spawn starts a new one. Not covered: a worker killed in the microseconds
-between a child's ``exec`` and the ``+`` line.
+itself is killed, the next spawn starts a new one. Not covered: a worker killed between a child's
+``exec`` and the ``+`` line — microseconds on an idle machine, but a loaded one can deschedule the
+worker there long enough for the child to run its first command.
 """
 
 from __future__ import annotations

@@ -17,8 +17,12 @@ from typing import Any
 
 from omx.engine.runner import Outcome, Runner
 from omx.engine.source import WorkSource
+from omx.errors import LockTimeout
 
 log = logging.getLogger("omx.worker")
+
+#: After a lock of the team's could not be taken within its timeout: how long before the loop tries again.
+LOCKED_RETRY_S = 1.0
 
 
 @dataclass
@@ -103,43 +107,58 @@ class Worker:
 
     def _loop(self) -> None:
         while self.stop_reason is None:
-            self._reap()
-            reason = self.source.shutdown_requested()
-            if reason is not None:
-                self.stop_reason = f"shutdown requested: {reason}"
-                log.info("shutdown requested (%s): %s %d running task(s)", reason,
-                         "interrupting" if self.opts.shutdown_policy == "interrupt" else "finishing",
-                         len(self._active))
-                if self.opts.shutdown_policy == "interrupt":
-                    self.interrupt.set()
-                    for ev in list(self._active.values()):
-                        ev.set()
-                break
-            read_mail = getattr(self.source, "read_mail", None)
-            if read_mail is not None:
-                for line in read_mail():
-                    log.info("mail: %s", line[:500])
-            if self.opts.max_tasks is not None and self._started >= self.opts.max_tasks:
-                if not self._active:
-                    self.stop_reason = f"ran {self._started} tasks (--max-tasks)"
-                    break
-                self._wait_any()
-                continue
-            if len(self._active) >= self.opts.max_concurrent:
-                self._wait_any()
-                continue
-            if self.opts.until_empty and not self._active and not self._idle_due and self.source.drained():
-                self.stop_reason = "the team is drained"  # checked first: no poll_ms wait on an empty team
-                break
-            claimed = self._acquire()
-            if claimed is None:
-                continue
-            if self.stop_reason is not None or self.source.shutdown_requested() is not None:
-                # A signal or a shutdown request arrived while acquire() waited: give the work back
-                # untouched rather than start it (the loop's next pass handles the request).
-                self.source.release(claimed, "the worker is stopping")
-                continue
-            self._start(claimed)
+            try:
+                self._pass()
+            except LockTimeout as exc:
+                # A process stopped (SIGSTOP, a debugger, a frozen VM) inside a critical section holds a
+                # lock of the team's: that is no reason for this worker to leave. It waited out the lock
+                # timeout already; it says so and polls again.
+                log.warning("the team's state stayed locked: %s; trying again", exc.message)
+                self._pause(LOCKED_RETRY_S)
+
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if a signal asks the worker to stop."""
+        self.interrupt.wait(seconds)
+
+    def _pass(self) -> None:
+        """One pass of the loop: stop, wait for a running task, or claim and start one."""
+        self._reap()
+        reason = self.source.shutdown_requested()
+        if reason is not None:
+            self.stop_reason = f"shutdown requested: {reason}"
+            log.info("shutdown requested (%s): %s %d running task(s)", reason,
+                     "interrupting" if self.opts.shutdown_policy == "interrupt" else "finishing",
+                     len(self._active))
+            if self.opts.shutdown_policy == "interrupt":
+                self.interrupt.set()
+                for ev in list(self._active.values()):
+                    ev.set()
+            return
+        read_mail = getattr(self.source, "read_mail", None)
+        if read_mail is not None:
+            for line in read_mail():
+                log.info("mail: %s", line[:500])
+        if self.opts.max_tasks is not None and self._started >= self.opts.max_tasks:
+            if not self._active:
+                self.stop_reason = f"ran {self._started} tasks (--max-tasks)"
+                return
+            self._wait_any()
+            return
+        if len(self._active) >= self.opts.max_concurrent:
+            self._wait_any()
+            return
+        if self.opts.until_empty and not self._active and not self._idle_due and self.source.drained():
+            self.stop_reason = "the team is drained"  # checked first: no poll_ms wait on an empty team
+            return
+        claimed = self._acquire()
+        if claimed is None:
+            return
+        if self.stop_reason is not None or self.source.shutdown_requested() is not None:
+            # A signal or a shutdown request arrived while acquire() waited: give the work back
+            # untouched rather than start it (the loop's next pass handles the request).
+            self.source.release(claimed, "the worker is stopping")
+            return
+        self._start(claimed)
 
     def _acquire(self) -> Any:
         if self._idle_due and not self._active:

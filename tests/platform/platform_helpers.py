@@ -38,7 +38,7 @@ echo "done; opened https://example.invalid/pr/7 for review"
 
 #: Records its pid, then waits for ``$WL_OUT/go`` (the test decides when the run ends).
 GATED_SCRIPT = r"""
-d="$WL_OUT/$(basename "$PWD")"; mkdir -p "$d"; echo $$ > "$d/pid"
+d="$WL_OUT/$(basename "$PWD")"; mkdir -p "$d"; echo $$ > "$d/pid.tmp"; mv "$d/pid.tmp" "$d/pid"
 echo "run $(basename "$PWD") $$" >> "$WL_OUT/runs"
 while [ ! -e "$WL_OUT/go" ]; do sleep 0.05; done
 echo "gated work" > agent-output.txt; echo "gated run finished"

@@ -222,7 +222,7 @@ def _doctor_sections(out: str) -> dict[str, str]:
 #: Fails for a session titled "broken"; otherwise records its pid and waits for ``$WL_OUT/go``.
 DEFAULTS_SCRIPT = r"""echo "run $(basename "$PWD") $$" >> "$WL_OUT/runs"
 if grep -q '^Title: broken' "$OMX_PROMPT_FILE"; then echo "tests failed" >&2; exit 3; fi
-d="$WL_OUT/$(basename "$PWD")"; mkdir -p "$d"; echo $$ > "$d/pid"
+d="$WL_OUT/$(basename "$PWD")"; mkdir -p "$d"; echo $$ > "$d/pid.tmp"; mv "$d/pid.tmp" "$d/pid"
 while [ ! -e "$WL_OUT/go" ]; do sleep 0.05; done
 echo "work" > agent-output.txt; echo "finished"
 """

@@ -22,7 +22,8 @@ from omx.platform.runstate import pid_alive
 pytestmark = pytest.mark.slow
 
 #: Ignores SIGTERM, so only the runtime's SIGKILL (after its grace period) ends it.
-STUBBORN_SCRIPT = r"""trap '' TERM; d="$WL_OUT/$(basename "$PWD")"; mkdir -p "$d"; echo $$ > "$d/pid"
+STUBBORN_SCRIPT = r"""trap '' TERM; d="$WL_OUT/$(basename "$PWD")"; mkdir -p "$d"
+echo $$ > "$d/pid.tmp"; mv "$d/pid.tmp" "$d/pid"
 while true; do sleep 0.05; done"""
 
 
@@ -37,6 +38,7 @@ def daemons(rig: Rig) -> Iterator[list[int]]:
 
 
 def _agent_pid(rig: Rig, sid: str) -> int:
+    # The scripts write the pid file whole (a temp file renamed): once it is there, it holds the pid.
     path = wait_until(lambda: (rig.seen(sid) / "pid").exists() and rig.seen(sid) / "pid", what="the agent to start")
     return int(path.read_text().strip())
 

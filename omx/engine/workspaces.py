@@ -42,6 +42,11 @@ if TYPE_CHECKING:
     from filelock import FileLock
 
 WorkspaceMode = Literal["task", "branch", "repository"]
+# The worktrees lock is the store's flock (filelock's Unix lock without its per-call work; filelock
+# itself where there is no fcntl): a task-mode worker then does not import filelock (~30 ms of CPU
+# while its Codex server starts). A kernel lock dies with its process: a crashed worker never wedges
+# the repo.
+WORKTREES_LOCK_S = 120  # git worktree add/remove of one repo, one at a time
 OMX_DIR = ".omx"  # omx's state inside a repository: never committed, never "dirty"
 _STATUS_SCOPE = ("--", ".", f":(exclude){OMX_DIR}")
 _GIT_ENV_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_PREFIX", "GIT_COMMON_DIR",
@@ -160,7 +165,7 @@ def prepare_workspace(
     if settings.mode == "branch":
         return _prepare_branch(repo, settings, branch, safe_key, on_create, lock_timeout)
     path = workspace_path(repo, settings, team, key)
-    with _locked(_lock_dir(repo) / "worktrees.lock", 120):
+    with locked(_lock_dir(repo) / "worktrees.lock", WORKTREES_LOCK_S):
         ws = _prepare_worktree(repo, settings, path, branch, safe_key)
     if ws.created and on_create is not None:
         try:
@@ -260,7 +265,7 @@ def remove_workspace(
     owner = repo or (info.repo if info else None)
     if owner is None:
         return
-    with _locked(_lock_dir(owner) / "worktrees.lock", 120):
+    with locked(_lock_dir(owner) / "worktrees.lock", WORKTREES_LOCK_S):
         branch = info.branch if info else _registered(owner).get(str(path))
         _git(owner, "worktree", "remove", "--force", "--", str(path), check=path.exists())
         _git(owner, "worktree", "prune")
@@ -526,14 +531,6 @@ def _inside(root: Path, *parts: str) -> Path:
     if resolved == root or not resolved.is_relative_to(root) or candidate.is_symlink():
         raise WorkspaceUnsafe(f"workspace path {candidate} escapes the worktree root {root}", path=str(candidate))
     return candidate
-
-
-def _locked(path: Path, timeout: float) -> locked:
-    # A kernel lock (flock): it dies with its process, so a crashed worker never wedges the repo. The
-    # store's own lock (omx.state.locks: filelock's Unix lock without its per-call work, and filelock
-    # where there is no fcntl), so that a worker in task mode does not import filelock (~30 ms of CPU
-    # while its Codex server starts).
-    return locked(path, timeout)
 
 
 def _lock_dir(repo: Path) -> Path:

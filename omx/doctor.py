@@ -119,10 +119,35 @@ def check_state(root: Path, report: Report, *, fix: bool = False) -> None:
         temps = [str(x) for x in p.dir.rglob(".*.tmp")]
         report.add(f"team {team}: temp files", not temps, "none" if not temps else
                    "left by a crash mid-write (safe to delete): " + ", ".join(temps), level="warning")
+        check_integration(root, store, team, report, fix=fix)
         if fix:
             counts = store.rebuild_index(team)
             report.add(f"team {team}: index", True, f"rebuilt: {counts['added']} added, {counts['removed']} removed",
                        level="info")
+
+
+def check_integration(root: Path, store: Any, team: str, report: Report, *, fix: bool = False) -> None:
+    """The team's integration branch, its refs and omx's integration worktree (see
+    :func:`omx.engine.integration.diagnose`). Needs the repository: the one that holds ``root``."""
+    from omx.engine.integration import IntegrationTarget, default_branch, diagnose
+    from omx.engine.workflow import load_workflow
+    from omx.errors import OmxError
+
+    recorded = store.read_config(team).extra.get("integration")
+    repo = root.parent.parent if root.parent.name == ".omx" else None
+    if repo is None or not (repo / ".git").exists():
+        return
+    branch = recorded.get("branch") if isinstance(recorded, dict) else None
+    try:
+        settings = load_workflow(None, repo, compile=False).settings
+        target = IntegrationTarget(repo, team, str(branch or settings.integration.branch or default_branch(team)),
+                                   "HEAD")
+        findings = diagnose(target, settings.worktree, fix=fix)
+    except OmxError as exc:
+        report.add(f"team {team}: integration", False, exc.message, level="warning")
+        return
+    for f in findings:
+        report.add(f"team {team}: integration", f.ok, f.detail, level=f.level)
 
 
 def _state_files(team_dir: Path) -> list[tuple[Path, type[Record]]]:

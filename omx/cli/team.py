@@ -202,6 +202,12 @@ def _start(goal: str, workers: int, *, swarm: bool, plan: Path | None, planner: 
         c = summary["counts"]
         typer.echo(f"team {summary['team']}: {c['completed']} completed, {c['failed']} failed, "
                    f"{c['blocked']} blocked, {c['pending'] + c['in_progress']} unfinished")
+        integ = summary.get("integration")
+        if integ and integ.get("tip"):
+            ahead = integ.get("ahead")
+            typer.echo(f"integrated: {integ['branch']} at {integ['tip'][:10]}"
+                       + (f", {ahead} commit{'' if ahead == 1 else 's'} ahead of {integ['base']}" if ahead else "")
+                       + (f"; land it: omx team land --team {summary['team']}" if ahead else ""))
     c = summary["counts"]
     raise typer.Exit(0 if c["completed"] == summary["total"] and not summary["interrupted"] else 1)
 
@@ -277,9 +283,79 @@ def report(
         tt.add_row(r["id"], r["status"], r["owner"] or "—", r["branch"] or "—", (r["commit"] or "—")[:10],
                    str(r["tokens"]), secs, str(note)[:80])
     con.print(tt)
+    for line in report_lines(rep):
+        con.print(line, markup=False, highlight=False)
+
+
+def report_lines(rep: dict[str, Any]) -> list[str]:
+    """The report's text after its table: what each task added, the integration branch, waiting tasks,
+    and how it lands (or, without an integration branch, which task branches merge)."""
+    lines: list[str] = []
+    integ = rep.get("integration") or {}
+    for r in rep["tasks"]:
+        ti = r.get("integration") or {}
+        if ti.get("status") == "merged":
+            files = ti.get("files") or []
+            shown = ", ".join(files[:6]) + (f" (+{len(files) - 6} more)" if len(files) > 6 else "")
+            lines.append(f"task {r['id']}: integrated at {str(ti.get('commit'))[:10]}: {shown or 'no file changes'}")
+        elif ti.get("status") == "already":
+            lines.append(f"task {r['id']}: integrated at {str(ti.get('commit'))[:10]} (by an earlier attempt)")
+        elif ti.get("status") == "unchanged":
+            lines.append(f"task {r['id']}: changed nothing; no merge")
+    if "none" in integ:
+        lines.append(f"integration: {integ['none']}")
+    elif integ.get("branch"):
+        if integ.get("tip"):
+            ahead = integ.get("ahead")
+            lines.append(f"integration: {integ['branch']} at {integ['tip'][:10]}"
+                         + (f", {ahead} commit{'' if ahead == 1 else 's'} ahead of {rep['base']}"
+                            if ahead is not None else ""))
+        else:
+            lines.append(f"integration: {integ['branch']} does not exist (yet)")
+        for w in integ.get("waiting") or []:
+            why = ("merge conflict in " + ", ".join(w["paths"][:10])) if w["problem"] == "conflict" \
+                else "verification failed"
+            tries = f" (attempt {w['failures']} of {w['max_attempts']})" if w.get("failures") else ""
+            state = "failed" if w["status"] == "failed" else "waiting on integration"
+            lines.append(f"task {w['id']}: {state}: {why}{tries}")
     for m in rep["merges"]:
         extra = f": {', '.join(m.get('conflicts', []))}" if m["merges"] == "conflict" else m.get("error", "")
-        con.print(f"{m['branch']} → {rep['base']}: {m['merges']}{extra}")
+        lines.append(f"{m['branch']} → {rep['base']}: {m['merges']}{extra}")
+    if integ.get("tip") and integ.get("landed") is False:
+        lines.append(f"land it: omx team land --team {rep['team']}" + ("" if rep["base"] == integ.get("base")
+                                                                       else f" --into {rep['base']}"))
+    elif integ.get("landed"):
+        lines.append(f"{integ['branch']} is landed in {rep['base']}")
+    return lines
+
+
+@app.command("land")
+def land(
+    team: str | None = typer.Option(None, "--team", "-t"),
+    into: str | None = typer.Option(None, "--into", help="branch to land in (default: the team's base branch)"),
+    repo: Path = typer.Option(Path("."), "--repo", help="the repository"),
+    root: Path | None = RootOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Bring the team's integration branch into its base branch: fast-forward if it can, else a merge.
+
+    Refuses, changing nothing, when the checkout of the target branch has uncommitted changes or when
+    the target branch moved and now conflicts with the integration branch.
+    """
+    from omx.team.leader import repo_root
+    from omx.team.report import land_team
+
+    store = _store(root)
+    name = _pick_team(store, team)
+    out = land_team(store, name, repo_root(repo), into)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+    elif out["mode"] == "up-to-date":
+        typer.echo(f"{out['into']} already holds {out['branch']}: nothing to land")
+    else:
+        how = "fast-forwarded" if out["mode"] == "fast-forward" else "merged"
+        typer.echo(f"{how} {out['into']} to {out['commit'][:10]} ({out['branch']}, was {out['from'][:10]})"
+                   + (f"; checkout {out['checkout']} updated" if out.get("checkout") else ""))
 
 
 @app.command("shutdown")

@@ -66,6 +66,8 @@ def _checker(hint: Any, f: _Field) -> Callable[[Any], bool]:
         return lambda v: type(v) is int and (lo is None or v >= lo) and (hi is None or v <= hi)
     if hint is str:
         return lambda v: type(v) is str
+    if hint is bool:
+        return lambda v: type(v) is bool
     if origin is Literal:
         choices = frozenset(typing.get_args(hint))
         return lambda v: type(v) is str and v in choices
@@ -269,6 +271,16 @@ class HookSettings(_Section):
     timeout_ms: int = _field(60_000, alias="timeoutMs", ge=1)
 
 
+class IntegrationSettings(_Section):
+    """How a team's finished tasks come together on one branch (see :mod:`omx.engine.integration`)."""
+
+    enabled: bool = _field(True)
+    branch: str | None = _field(None)  # default: omx/<team>/integration
+    verify: str | None = _field(None)  # a shell command (trusted: WORKFLOW.md), run on the merged tree
+    verify_timeout_ms: int | None = _field(None, alias="verifyTimeoutMs", ge=1)  # default: hooks.timeoutMs
+    max_attempts: int = _field(2, alias="maxAttempts", ge=1, le=100)
+
+
 class Settings(_Section):
     """Everything WORKFLOW.md's front matter can set."""
 
@@ -277,6 +289,7 @@ class Settings(_Section):
     worktree: WorktreeSettings = _field(factory=WorktreeSettings)
     runtime: RuntimeSettings = _field(factory=RuntimeSettings)
     hooks: HookSettings = _field(factory=HookSettings)
+    integration: IntegrationSettings = _field(factory=IntegrationSettings)
 
 
 # --- front matter -> Settings ----------------------------------------------------------------------
@@ -287,6 +300,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "worktree": WorktreeSettings,
     "runtime": RuntimeSettings,
     "hooks": HookSettings,
+    "integration": IntegrationSettings,
 }
 #: Symphony key -> our key (camelCase), or ``None`` when omx has no such setting (a warning).
 #: Symphony keys that are also our snake_case attribute names (``agent.max_concurrent_agents``,

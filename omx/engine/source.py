@@ -27,6 +27,8 @@ class Claimed:
         attempt: the source's attempt number (1 for the first claim).
         handle: the source's own claim data (token, lease…); the engine never looks inside.
         instructions: trusted extra instructions from the source (e.g. a platform's agent profile).
+        integration: why the previous attempt could not be integrated (a team's task sent back with a
+            merge conflict or a failed verification), or None.
     """
 
     key: str
@@ -36,6 +38,7 @@ class Claimed:
     handle: Any = None
     instructions: str | None = None
     lease_ms: int = 60_000
+    integration: dict[str, Any] | None = None
 
 
 @dataclass
@@ -80,8 +83,9 @@ class WorkSource(Protocol):
         """Finish with a failure."""
         ...
 
-    def release(self, claimed: Claimed, reason: str) -> None:
-        """Give the work back, unfinished (shutdown, interrupted)."""
+    def release(self, claimed: Claimed, reason: str, note: dict[str, Any] | None = None) -> None:
+        """Give the work back, unfinished (shutdown, interrupted; ``note``: an integration problem
+        for the next attempt, kept with the work)."""
         ...
 
     def shutdown_requested(self) -> str | None:

@@ -15,8 +15,9 @@ from omx.engine.workflow import load_workflow, runs_codex_app_server
 
 if TYPE_CHECKING:
     from omx.engine.early import EarlyServer
+    from omx.engine.integration import IntegrationTarget
     from omx.engine.runtimes.app_server import AppServerPool
-    from omx.engine.settings import RuntimeSettings
+    from omx.engine.settings import RuntimeSettings, Settings
     from omx.engine.worker import WorkerReport
     from omx.state.filestore import FileStore
 
@@ -69,8 +70,9 @@ def run_team_worker(
 
         check_runtime(wf.settings.runtime)  # before the ACK: a worker that cannot run an agent must not claim work
         source = FileTeamSource(store, team, worker)
+        target = integration_target(repo, team, wf.settings, source.integration())
         runner = Runner(source, RunnerConfig(repo=repo, workflow=wf, namespace=team, worker=worker,
-                                             slots=MachineSlots(), runtime=pool))
+                                             slots=MachineSlots(), runtime=pool, integration=target))
         opts = WorkerOptions(max_concurrent=wf.settings.agent.max_concurrent_agents, until_empty=until_empty,
                              poll_ms=poll_ms, shutdown_policy=shutdown_policy, max_tasks=max_tasks,
                              install_signals=install_signals)
@@ -78,6 +80,25 @@ def run_team_worker(
     finally:
         if pool is not None:
             pool.close(wait=not exiting)
+
+
+def integration_target(repo: Path, team: str, settings: Settings,
+                       recorded: dict[str, object] | None = None) -> IntegrationTarget | None:
+    """The team's integration branch, or None when there is nothing to integrate.
+
+    ``recorded``: what the leader wrote into the team's config at its start (``branch``, ``base``);
+    it wins over WORKFLOW.md, so every worker of a team merges into the same branch.
+    Repository mode shares one checkout (nothing to bring together), and ``integration.enabled: false``
+    keeps one branch per task.
+    """
+    from omx.engine.integration import IntegrationTarget, check_branch_name, default_branch
+
+    if settings.worktree.mode == "repository" or not settings.integration.enabled:
+        return None
+    recorded = recorded or {}
+    branch = recorded.get("branch") or settings.integration.branch or default_branch(team)
+    base = recorded.get("base") or settings.worktree.base_ref or "HEAD"
+    return IntegrationTarget(repo, team, check_branch_name(repo, str(branch)), str(base))
 
 
 def _adopting_pool(early: EarlyServer, repo: Path) -> AppServerPool:

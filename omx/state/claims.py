@@ -390,9 +390,14 @@ class ClaimOps(TaskOps):
         return new
 
     def release_claim(
-        self, team: str, task_id: str | int, worker: str, claim_token: str, *, reason: str | None = None
+        self, team: str, task_id: str | int, worker: str, claim_token: str, *, reason: str | None = None,
+        result: Any = None,
     ) -> Task:
-        """Give a task back: ``in_progress`` → ``pending``, claimable by anyone."""
+        """Give a task back: ``in_progress`` → ``pending``, claimable by anyone.
+
+        ``result``: kept on the task for its next attempt (e.g. why it could not be integrated), with
+        ``reason`` as its ``error`` until it is claimed again.
+        """
         p = self.paths(team)
         tid = names.task_id(task_id)
         _check_token(claim_token)
@@ -400,9 +405,12 @@ class ClaimOps(TaskOps):
             # A holder may give back a task even after its lease ran out, as long as nobody took it.
             _, at = self.now()
             old = self._holder_check(p, tid, worker, claim_token, 0)
-            new = old.replace(**{
+            changes: dict[str, Any] = {
                 "status": "pending", "claim": None, "owner": None, "version": old.version + 1, "updated_at": at,
-            })
+            }
+            if result is not None:
+                changes.update(result=result, error=reason)
+            new = old.replace(**changes)
             self._commit(p, old, new)
             self._emit(p, "task_released", worker=worker, task_id=tid, reason=reason)
         return new

@@ -44,9 +44,12 @@ class TaskOps(StoreBase):
     # --- teams ------------------------------------------------------------------------------
 
     def create_team(
-        self, name: str, *, goal: str = "", workers: Iterable[str | WorkerInfo] = (), lease_ms: int = 60_000
+        self, name: str, *, goal: str = "", workers: Iterable[str | WorkerInfo] = (), lease_ms: int = 60_000,
+        extra: dict[str, Any] | None = None,
     ) -> TeamConfig:
         """Create a team. Workers are names (``worker-1`` …) or :class:`WorkerInfo`.
+
+        ``extra``: more top-level keys for ``config.json`` (the leader's ``integration`` settings).
 
         >>> store.create_team("alpha", goal="ship it", workers=["worker-1", "worker-2"])  # doctest: +SKIP
         """
@@ -79,6 +82,8 @@ class TaskOps(StoreBase):
             p.mailbox(names.LEADER).mkdir(parents=True, exist_ok=True)
             _, at = self.now()
             cfg = TeamConfig(name=name, goal=goal, workers=infos, lease_ms=lease_ms, created_at=at)
+            if extra:
+                cfg.extra = {k: v for k, v in extra.items() if k not in TeamConfig.__dataclass_fields__}
             atomic.write_json(p.config, cfg.to_dict())
             self._emit(p, "team_created", data={"workers": [w.name for w in infos], "lease_ms": lease_ms})
         return cfg

@@ -52,6 +52,16 @@ hooks:
   #   afterCreate: |
   #     uv sync --frozen
   #   beforeRun: git fetch --quiet origin
+
+integration:
+  # A team's finished tasks are merged into one branch before they count as completed, and every
+  # new task starts from that branch, so a task sees the work of the tasks it depends on.
+  # enabled: true                 # false: one branch per task, nothing merged
+  # branch: null                  # default: omx/<team>/integration
+  # verify: null                  # a shell command run on the merged tree (e.g. pytest -q); the
+  #                               # branch moves only when it passes, else the task is retried
+  # verifyTimeoutMs: null         # default: hooks.timeoutMs
+  # maxAttempts: 2                # merge conflicts or failed verifications before the task fails
 ---
 You are {{ worker }}, a member of team {{ team }}, working in a git checkout of this repository.
 

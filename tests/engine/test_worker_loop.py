@@ -514,7 +514,8 @@ def test_untrusted_task_text_is_data_for_the_agent_and_hooks_only(rig: Rig) -> N
     description = (f"line one\n$(touch {pwn}/e)\n`touch {pwn}/f`; touch {pwn}/g\n{{{{ task.subject }}}}\n"
                    "{% raw %}x{% endraw %}\n../../etc/passwd\n-- --force\t\\n\\0 'single' \"double\" > out")
     hook = 'printf "%s" "$OMX_TASK_SUBJECT" > "$WL_OUT/hook-$OMX_HOOK"'
-    script = 'cp "$OMX_PROMPT_FILE" "$WL_OUT/prompt"; cat > "$WL_OUT/stdin"; env > "$WL_OUT/agent-env"; echo ok'
+    script = ('cp "$OMX_PROMPT_FILE" "$WL_OUT/prompt"; cat > "$WL_OUT/stdin"; env > "$WL_OUT/agent-env"; '
+              'echo done > done.txt; echo ok')
     write_workflow(rig, runtime={"kind": "command", "command": bash(script)},
                    hooks={"afterCreate": hook, "beforeRun": hook})
     tid = rig.store.create_task(rig.team, subject, description).id
@@ -541,7 +542,10 @@ def test_untrusted_task_text_is_data_for_the_agent_and_hooks_only(rig: Rig) -> N
     assert workspace.resolve().is_relative_to(rig.worktrees.resolve())
     assert workspace.name == f"task-{tid}"
     assert task.result["branch"] == f"omx/{rig.team}/task-{tid}"
-    assert git(rig.repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/omx") == f"omx/{rig.team}/task-{tid}"
+    branches = git(rig.repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/omx").splitlines()
+    assert branches == [f"omx/{rig.team}/integration", f"omx/{rig.team}/task-{tid}"]
+    # The merge into the integration branch names the task in its message, verbatim (git read it on stdin).
+    assert subject[:200] in git(rig.repo, "log", "-1", "--format=%B", f"omx/{rig.team}/integration")
     assert not list(rig.tmp.rglob("dotdot"))
     assert not list(workspace.glob("out"))
 

@@ -43,7 +43,7 @@ def summary(repo: Path, team: str) -> dict:  # type: ignore[type-arg]
 
 
 def test_start_with_a_plan_runs_to_completion(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path, ["bash", "-c", "echo done $OMX_PROMPT_FILE > out.txt; echo ok"])
+    repo = make_repo(tmp_path, ["bash", "-c", "echo done $OMX_PROMPT_FILE > out-$OMX_TASK_ID.txt; echo ok"])
     plan = tmp_path / "plan.md"
     plan.write_text("- write a\n- write b (after #1)\n- write c\n- write d\n")
     r = start(repo, "team", "start", "build abcd", "--workers", "2", "--plan", str(plan), "--team", "abcd")
@@ -56,12 +56,18 @@ def test_start_with_a_plan_runs_to_completion(tmp_path: Path) -> None:
     assert s["counts"]["completed"] == 4 and s["drained"]
     assert {w["state"] for w in s["workers"]} == {"done"}
     rep = json.loads(start(repo, "team", "report", "--team", "abcd", "--json").stdout)
-    assert [m["merges"] for m in rep["merges"]] == ["clean"] * 4  # each branch alone merges into the base
+    # One integration branch holds all four tasks, and it merges cleanly into the base.
+    assert rep["merges"] == [{"branch": "omx/abcd/integration", "merges": "clean"}]
     assert all(t["commit"] and t["branch"].startswith("omx/abcd/task-") for t in rep["tasks"])
+    assert all(t["integration"]["status"] == "merged" for t in rep["tasks"])
+    assert rep["integration"]["ahead"] == 8  # four task commits and their four merges
+    assert rep["integration"]["landed"] is False
 
 
-def test_report_finds_conflicting_branches(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path, ["bash", "-c", "echo $OMX_TASK_ID > shared.txt; echo ok"])
+def test_report_finds_conflicting_branches_without_integration(tmp_path: Path) -> None:
+    # integration.enabled: false keeps one branch per task (nothing merged): the report then checks each.
+    repo = make_repo(tmp_path, ["bash", "-c", "echo $OMX_TASK_ID > shared.txt; echo ok"],
+                     "integration:\n  enabled: false\n")
     r = start(repo, "swarm", "2", "one, two and three", "--team", "conf", "--planner", "heuristic")
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads(start(repo, "team", "report", "--team", "conf", "--json").stdout)

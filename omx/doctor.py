@@ -134,7 +134,7 @@ def check_integration(root: Path, store: Any, team: str, report: Report, *, fix:
     from omx.errors import OmxError
 
     recorded = store.read_config(team).extra.get("integration")
-    repo = root.parent.parent if root.parent.name == ".omx" else None
+    repo = root.parent.parent if root.parent.name == ".omx" else _toplevel(Path.cwd())
     if repo is None or not (repo / ".git").exists():
         return
     branch = recorded.get("branch") if isinstance(recorded, dict) else None
@@ -148,6 +148,11 @@ def check_integration(root: Path, store: Any, team: str, report: Report, *, fix:
         return
     for f in findings:
         report.add(f"team {team}: integration", f.ok, f.detail, level=f.level)
+
+
+def _toplevel(path: Path) -> Path | None:
+    out = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
 
 
 def _state_files(team_dir: Path) -> list[tuple[Path, type[Record]]]:

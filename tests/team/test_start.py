@@ -176,3 +176,30 @@ def test_ctrl_c_stops_the_team_cleanly(tmp_path: Path) -> None:
 def summary_text(repo: Path) -> str:
     r = subprocess.run([OMX, "team", "events", "--team", "cc"], cwd=repo, capture_output=True, text=True)
     return r.stdout
+
+
+def test_a_team_builds_on_its_own_work_and_lands_it(tmp_path: Path) -> None:
+    """The new user's scenario: task 2 looks for the file task 1 wrote, then the result lands on main."""
+    script = ('if [ "$OMX_TASK_ID" = 1 ]; then echo parser > parser.txt; echo wrote the parser; '
+              'elif [ -f parser.txt ]; then echo HAVE_PARSER > test.txt; echo HAVE_PARSER; '
+              'else echo NO_PARSER > test.txt; echo NO_PARSER; fi')
+    repo = make_repo(tmp_path, ["bash", "-c", script])
+    plan = tmp_path / "plan.md"
+    plan.write_text("1. write the parser\n2. test the parser (after #1)\n")
+    r = start(repo, "team", "start", "parser", "--workers", "2", "--plan", str(plan), "--team", "parse")
+    assert r.returncode == 0, r.stdout + r.stderr
+    branch = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    assert f"integration: omx/parse/integration, from {branch} at " in r.stdout
+    assert "land it: omx team land --team parse" in r.stdout
+    config = json.loads((repo / ".omx/state/team/parse/config.json").read_text())
+    assert config["integration"] == {"branch": "omx/parse/integration", "base": branch}
+    rep = start(repo, "team", "report", "--team", "parse")
+    assert "task 1: integrated at " in rep.stdout and ": parser.txt" in rep.stdout
+    assert "task 2: integrated at " in rep.stdout and ": test.txt" in rep.stdout
+    assert "omx/parse/integration → " in rep.stdout and ": clean" in rep.stdout
+    landed = start(repo, "team", "land", "--team", "parse")
+    assert landed.returncode == 0, landed.stdout + landed.stderr
+    assert (repo / "test.txt").read_text() == "HAVE_PARSER\n"
+    assert (repo / "parser.txt").read_text() == "parser\n"
+    assert "is landed in" in start(repo, "team", "report", "--team", "parse").stdout

@@ -93,10 +93,13 @@ def integration_plan(opts: StartOptions) -> Callable[[str], dict[str, Any] | Non
     settings = load_workflow(opts.workflow, opts.repo, compile=False).settings
 
     def plan(team: str) -> dict[str, Any] | None:
+        from omx.engine.workspaces import _rev
+
         target = integration_target(opts.repo, team, settings)
         if target is None:
             return None
         base = settings.worktree.base_ref or current_branch(opts.repo) or "HEAD"
+        _rev(opts.repo, base)  # a repository without a commit, or a baseRef that names none: say so now
         return {"branch": target.branch, "base": base}
 
     return plan

@@ -105,7 +105,7 @@ def popen(argv: Sequence[str], *, cwd: str | Path, env: Mapping[str, str]) -> su
     proc = subprocess.Popen(
         list(argv),
         cwd=cwd,
-        env=dict(env),
+        env=lifeline.tagged(env),  # the keeper knows this child by its tag before it exists
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

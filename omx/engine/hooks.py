@@ -159,6 +159,7 @@ def run_hook(
         env[key] = str(value).replace("\0", "")
     env["OMX_HOOK"] = name
     env["OMX_WORKSPACE"] = str(workspace_path)
+    env = lifeline.tagged(env)  # dies with this worker, even if it is killed before track()
     shell = shutil.which("bash") or shutil.which("sh") or "/bin/sh"
     with tempfile.TemporaryDirectory(prefix="omx-hook-") as tmp:
         context = Path(tmp) / "context.json"

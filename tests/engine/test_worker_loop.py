@@ -536,7 +536,9 @@ def test_untrusted_task_text_is_data_for_the_agent_and_hooks_only(rig: Rig) -> N
     omx_vars = {line.split("=", 1)[0] for line in agent_env.splitlines() if line.startswith("OMX_")}
     # A command agent may get the run's plain facts (ids and names, never task text); omx's own state,
     # like the OMX_HOME the worker has, stays out.
-    assert omx_vars <= {"OMX_PROMPT_FILE", "OMX_TASK_ID", "OMX_TEAM", "OMX_WORKER", "OMX_ATTEMPT"}, omx_vars
+    # OMX_LIFELINE_TAG names the worker process (pid and start time), so that its children die with it.
+    assert omx_vars <= {"OMX_PROMPT_FILE", "OMX_TASK_ID", "OMX_TEAM", "OMX_WORKER", "OMX_ATTEMPT",
+                        "OMX_LIFELINE_TAG"}, omx_vars
     workspace = Path(task.result["workspace"])
     assert ".." not in workspace.parts
     assert workspace.resolve().is_relative_to(rig.worktrees.resolve())

@@ -102,9 +102,12 @@ class FileTeamSource:
         note = t.result.get("integration") if isinstance(t.result, dict) else None
         if not (isinstance(note, dict) and note.get("status") in ("conflict", "verify_failed")):
             note = None
+        old = r.took_over or {}
+        previous = old.get("pid") if old.get("host") == self.store.host and old.get("pid") != os.getpid() else None
         return Claimed(key=f"task-{t.id}", title=t.subject,
                        variables={"task": task_vars, "team": team_vars, "worker": _Named(name=self.worker)},
-                       attempt=t.attempts, handle=r, lease_ms=cfg.lease_ms, integration=note)
+                       attempt=t.attempts, handle=r, lease_ms=cfg.lease_ms, integration=note,
+                       previous_pid=previous if isinstance(previous, int) else None)
 
     def integration(self) -> dict[str, Any]:
         """The team's integration settings as the leader recorded them (``branch``, ``base``), or {}."""

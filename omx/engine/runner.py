@@ -147,6 +147,8 @@ class Runner:
         ws: Workspace | None = None
         target = self.cfg.integration
         conflicts: list[str] = []
+        if claimed.previous_pid is not None:
+            self._end_previous_attempt(claimed, claimed.previous_pid)
         try:
             try:
                 ctx = self._ctx(claimed, None)
@@ -239,6 +241,17 @@ class Runner:
                 return Outcome("failed", base, f"commit: {exc.message}")
             return Outcome("completed", base)
         return Outcome("failed", base, error)
+
+    def _end_previous_attempt(self, claimed: Claimed, pid: int) -> None:
+        """Two agents must never work one worktree: the expired claim's holder on this host may still be
+        alive (stopped, or stalled past its lease) and its agents with it. End them first."""
+        from omx.engine.runtimes import lifeline
+
+        ended = lifeline.end_tagged(pid)
+        if ended:
+            msg = f"ended {len(ended)} process(es) of the previous attempt (worker pid {pid}) before starting"
+            log.warning("%s: %s", claimed.key, msg)
+            self.source.emit(claimed, Activity("progress", msg))
 
     # --- integration --------------------------------------------------------------------------
 

@@ -27,6 +27,8 @@ class Claimed:
         attempt: the source's attempt number (1 for the first claim).
         handle: the source's own claim data (token, lease…); the engine never looks inside.
         instructions: trusted extra instructions from the source (e.g. a platform's agent profile).
+        previous_pid: a worker on this host whose claim on this work expired and was taken over; its
+            agents may still run (a stopped worker's do), and are ended before this attempt starts.
         integration: why the previous attempt could not be integrated (a team's task sent back with a
             merge conflict or a failed verification), or None.
     """
@@ -39,6 +41,7 @@ class Claimed:
     instructions: str | None = None
     lease_ms: int = 60_000
     integration: dict[str, Any] | None = None
+    previous_pid: int | None = None  # the worker on this host whose expired claim this one took over
 
 
 @dataclass

@@ -48,6 +48,7 @@ from omx.engine.workspaces import (
     _read_worktree,
     _registered,
     _rev,
+    commit_leftovers,
     remove_workspace,
     sanitize_key,
     workspace_path,
@@ -206,6 +207,7 @@ def merge_tip_into(ws_path: Path, tip: str, author: str) -> list[str]:
         return _unmerged(ws_path)
     if is_ancestor(ws_path, tip, "HEAD"):
         return []
+    commit_leftovers(ws_path, author)  # a killed attempt's uncommitted work: kept, and out of the merge's way
     env = _ident_env(author)
     proc = _git(ws_path, "merge", "--no-ff", "--no-edit", "-q", "-m", "omx: bring in the integration branch", tip,
                 env=env, check=False)

@@ -298,6 +298,7 @@ def _prepare_worktree(
     base = start or _rev(repo, settings.base_ref or "HEAD")
     if path.exists():
         if str(path) in registered and _toplevel_or_none(path) == path:
+            _clear_index_lock(path)
             if _current_branch(path) != branch:
                 _checkout(path, branch)
             return Workspace(path, branch, "task", False, _merge_base(path, base), repo, key)
@@ -485,6 +486,28 @@ def _dirty(cwd: Path) -> bool:
     # the same checkout (repository mode: every worker) may hold at that moment.
     return bool(_git(cwd, "status", "--porcelain", "-z", "--untracked-files=all", *_STATUS_SCOPE,
                      env={"GIT_OPTIONAL_LOCKS": "0"}).stdout)
+
+
+def _clear_index_lock(path: Path) -> None:
+    """A task worktree reused by a new claim: an ``index.lock`` in it was left by a git killed with an
+    earlier attempt (the claim is ours now, and a takeover on this host ended the old attempt's
+    processes), and would make every git command here fail."""
+    gitdir = Path(_git(path, "rev-parse", "--absolute-git-dir").stdout.strip())
+    lock = gitdir / "index.lock"
+    if lock.exists():
+        lock.unlink(missing_ok=True)
+
+
+def commit_leftovers(path: Path, author: str) -> str | None:
+    """Commit what an interrupted attempt left uncommitted in a task worktree (never ``.omx/``), so
+    that nothing is lost and a merge can go ahead; the new commit's sha, or None when clean."""
+    if not _dirty(path):
+        return None
+    _git(path, "add", "-A", *_STATUS_SCOPE)
+    ident = {"NAME": _ident(author), "EMAIL": _ident(author) + "@omx.invalid"}
+    env = {f"GIT_{who}_{k}": v for who in ("AUTHOR", "COMMITTER") for k, v in ident.items()}
+    _git(path, "commit", "-q", "--no-verify", "-m", "omx: work left by an interrupted attempt", env=env)
+    return _rev(path, "HEAD")
 
 
 def _merge_in_progress(cwd: Path) -> bool:

@@ -103,5 +103,6 @@ def start_app_servers(settings: RuntimeSettings | None, repo: Path, *, prestart:
 
     pool = AppServerPool(repo)
     if prestart:
-        pool.prestart(settings or RuntimeSettings(), agent_env())
+        runtime = settings or RuntimeSettings()
+        pool.prestart(runtime, agent_env(runtime=runtime))
     return pool

@@ -18,6 +18,7 @@ from typing import Any
 import typer
 
 from omx.errors import InvalidInput
+from omx.terminal import visible
 
 app = typer.Typer(help="A private local worker for the remote planning platform: claims its queued sessions and "
                   "runs Codex on them in git worktrees.", no_args_is_help=True)
@@ -245,17 +246,18 @@ def status(worker: str | None = _WORKER, as_json: bool = _JSON) -> None:
     elif st.running:
         s = (st.state or {}) if st.mode else {}  # a state file written by this process, not an earlier one
         cur = ", ".join(s.get("current") or []) or "nothing"
-        typer.echo(f"{settings.name} ({settings.id}): running, pid {st.pid}, {s.get('state', 'starting')} — "
-                   f"{st.how()}")
-        typer.echo(f"sessions: running {cur}; {s.get('completed', 0)} completed, {s.get('failed', 0)} failed, "
-                   f"{s.get('released', 0)} released; platform last answered {s.get('last_platform_ok_at')}")
+        typer.echo(visible(f"{settings.name} ({settings.id}): running, pid {st.pid}, {s.get('state', 'starting')} — "
+                           f"{st.how()}"))
+        typer.echo(visible(f"sessions: running {cur}; {s.get('completed', 0)} completed, {s.get('failed', 0)} "
+                           f"failed, {s.get('released', 0)} released; platform last answered "
+                           f"{s.get('last_platform_ok_at')}"))
         if s.get("last_error"):
-            typer.echo(f"last error: {s['last_error']}")
+            typer.echo(visible(f"last error: {s['last_error']}"))
         typer.echo(f"log: {st.log}" if st.mode == "background" else "its output is in the terminal that runs it")
     else:
         s = st.state or {}
-        typer.echo(f"{settings.name} ({settings.id}): not running"
-                   + (f" (last: {s.get('state')} at {s.get('updated_at')})" if s else ""))
+        typer.echo(visible(f"{settings.name} ({settings.id}): not running"
+                           + (f" (last: {s.get('state')} at {s.get('updated_at')})" if s else "")))
         typer.echo(f"log: {st.log}")
     if not st.running:
         raise typer.Exit(1)
@@ -274,11 +276,11 @@ def logs(
     if not follow:
         text = daemon.tail(path, lines)
         if text:
-            typer.echo(text)
+            typer.echo(visible(text, keep_newlines=True))  # a log written by an older omx may hold raw escapes
         return
     try:
         for line in daemon.follow(path, lines=lines):
-            typer.echo(line)
+            typer.echo(visible(line, keep_newlines=True))
     except KeyboardInterrupt:
         return
 
@@ -316,7 +318,7 @@ def worktrees(ctx: typer.Context, worker: str | None = _WORKER, as_json: bool = 
         typer.echo(json.dumps({"worktrees": rows}, indent=2))
         return
     for r in rows:
-        typer.echo(f"{r['session']}  {r['branch'] or '-'}  {r['path']}{'  (running)' if r['running'] else ''}")
+        typer.echo(visible(f"{r['session']}  {r['branch'] or '-'}  {r['path']}{'  (running)' if r['running'] else ''}"))
     if not rows:
         typer.echo("no session worktrees")
 
@@ -337,9 +339,9 @@ def worktrees_remove(
     settings = _pick(worker)
     removed, skipped = remove_worktrees(settings, session_id, all_=all_, force=force, delete_branch=delete_branch)
     for w in removed:
-        typer.echo(f"removed {w.path}")
+        typer.echo(visible(f"removed {w.path}"))
     for line in skipped:
-        typer.echo(f"kept {line}")
+        typer.echo(visible(f"kept {line}"))
     if all_ and not removed and not skipped:
         typer.echo("no session worktrees")
 
@@ -361,8 +363,9 @@ def _lease(lease_ms: int | None) -> int:
 
 
 def _logging(verbose: bool, *, requests: bool = True) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from omx.terminal import install_visible_logging
+
+    install_visible_logging(logging.INFO if verbose else logging.WARNING)  # log lines carry the platform's text
     if not requests:  # a background worker's log: not a line per poll and heartbeat
         logging.getLogger("httpx").setLevel(logging.WARNING)
     if not verbose:

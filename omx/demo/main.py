@@ -106,12 +106,14 @@ def _run(a: argparse.Namespace, base: Path, *, offline: bool) -> int:
         opts = StartOptions(goal=GOAL, workers=a.workers, team="calc", planner="auto", repo=repo, lease_ms=60_000)
         summary = run_team(store, opts, live=False, on_line=print)
         rep = team_report(store, summary["team"], repo)
+    from omx.terminal import visible
+
     print(f"\n{'task':<5} {'status':<10} {'branch':<20} {'commit':<10} summary")
     for t in rep["tasks"]:
-        print(f"{t['id']:<5} {t['status']:<10} {t['branch'] or '—':<20} {(t['commit'] or '—')[:8]:<10} "
-              f"{(t['summary'] or t['error'] or '')[:70]}")
+        print(visible(f"{t['id']:<5} {t['status']:<10} {t['branch'] or '—':<20} {(t['commit'] or '—')[:8]:<10} "
+                      f"{visible(t['summary'] or t['error'] or '')[:70]}"))
     for m in rep["merges"]:
-        print(f"merge {m['branch']} → {rep['base']}: {m['merges']}")
+        print(visible(f"merge {m['branch']} → {rep['base']}: {m['merges']}"))
     c = summary["counts"]
     ok = c["completed"] == summary["total"] and not summary["interrupted"]
     print(f"\n{c['completed']}/{summary['total']} tasks completed by {a.workers} workers "

@@ -104,22 +104,22 @@ def _configured(done: Any, as_json: bool, *, start: bool) -> None:
                                "wrote_workflow": done.wrote_workflow, "registered": done.registered}, indent=2))
     else:
         verb = "registered" if done.registered else "configured"
-        typer.echo(f"{verb} worker {s.name} ({s.id}) for agent {done.agent} in workspace {done.workspace}")
-        typer.echo(f"settings  {done.path}")
-        typer.echo(f"workflow  {s.workflow}{' (starter written)' if done.wrote_workflow else ''}")
-        typer.echo(f"repo      {s.repo} (isolation {s.isolation}, worktrees under {s.worktree_root})")
+        _echo(f"{verb} worker {s.name} ({s.id}) for agent {done.agent} in workspace {done.workspace}")
+        _echo(f"settings  {done.path}")
+        _echo(f"workflow  {s.workflow}{' (starter written)' if done.wrote_workflow else ''}")
+        _echo(f"repo      {s.repo} (isolation {s.isolation}, worktrees under {s.worktree_root})")
     from omx.platform import daemon
 
     running = daemon.status(s.id)
     if running.running:
-        typer.echo(f"worker {s.id} is running (pid {running.pid}) {running.how()}: restart it to apply the new "
-                   f"settings (`omx worker stop --worker {s.id}`, then `omx worker start --worker {s.id}`)",
-                   err=as_json)
+        _echo(f"worker {s.id} is running (pid {running.pid}) {running.how()}: restart it to apply the new "
+              f"settings (`omx worker stop --worker {s.id}`, then `omx worker start --worker {s.id}`)",
+              err=as_json)
     elif start:
         st = daemon.start(s.id)
-        typer.echo(f"started in the background (pid {st.pid}); logs: omx worker logs --worker {s.id}", err=as_json)
+        _echo(f"started in the background (pid {st.pid}); logs: omx worker logs --worker {s.id}", err=as_json)
     elif not as_json:
-        typer.echo(f"next: omx worker doctor --worker {s.id}; then omx worker watch (or start)")
+        _echo(f"next: omx worker doctor --worker {s.id}; then omx worker watch (or start)")
 
 
 @app.command("list")
@@ -134,9 +134,9 @@ def list_workers(as_json: bool = _JSON) -> None:
         typer.echo(json.dumps({"workers": rows, "unreadable": [str(p) for p, _ in bad]}, indent=2))
         return
     for r in rows:
-        typer.echo(f"{r['id']}  {r['name']}  {r['repo']}  {'running' if r['running'] else 'stopped'}")
+        _echo(f"{r['id']}  {r['name']}  {r['repo']}  {'running' if r['running'] else 'stopped'}")
     for path, problem in bad:
-        typer.echo(f"unreadable: {path}: {problem}")
+        _echo(f"unreadable: {path}: {problem}")
     if not rows and not bad:
         typer.echo("no workers configured: omx worker create --name <name> --repo <folder>")
 
@@ -162,11 +162,11 @@ def doctor(worker: str | None = _WORKER, url: str | None = _URL, as_json: bool =
     else:
         for settings, report in sections:
             if len(sections) > 1:
-                typer.echo(f"{'shared' if settings is None else f'worker {settings.name} ({settings.id})'}:")
+                _echo(f"{'shared' if settings is None else f'worker {settings.name} ({settings.id})'}:")
             for c in report.checks:
                 mark = "ok  " if c.ok else {"error": "FAIL", "warning": "warn", "info": "info"}[c.level]
                 text = f"[{mark}] {c.name}: {c.detail}"
-                typer.echo("\n".join(f"  {line}" for line in text.splitlines()) if len(sections) > 1 else text)
+                _echo("\n".join(f"  {line}" for line in text.splitlines()) if len(sections) > 1 else text)
     if not ok:
         raise typer.Exit(1)
 
@@ -228,8 +228,8 @@ def start(worker: str | None = _WORKER, poll_ms: int | None = _POLL, lease_ms: i
     extra = [*(["--poll-interval-ms", str(poll_ms)] if poll_ms else []),
              *(["--lease-ms", str(lease_ms)] if lease_ms else [])]
     st = daemon.start(settings.id, extra_args=extra)
-    typer.echo(f"worker {settings.name} ({settings.id}) runs in the background (pid {st.pid}); "
-               f"log: {st.log}; stop it with `omx worker stop`")
+    _echo(f"worker {settings.name} ({settings.id}) runs in the background (pid {st.pid}); "
+          f"log: {st.log}; stop it with `omx worker stop`")
 
 
 @app.command("status")
@@ -295,10 +295,10 @@ def stop(
     from omx.platform import daemon
 
     settings = _pick(worker)
-    graceful = daemon.stop(settings.id, timeout_s=timeout, say=typer.echo)
+    graceful = daemon.stop(settings.id, timeout_s=timeout, say=_echo)
     if not graceful:
         raise typer.Exit(1)
-    typer.echo(f"stopped worker {settings.name} ({settings.id})")
+    _echo(f"stopped worker {settings.name} ({settings.id})")
 
 
 @worktrees_app.callback()
@@ -353,6 +353,11 @@ def _pick(worker: str | None) -> Any:
     from omx.platform.config import pick_worker
 
     return pick_worker(worker)
+
+
+def _echo(text: str, err: bool = False) -> None:
+    """Print a line for a person: names, paths and the platform's text escaped (omx.terminal.visible)."""
+    typer.echo(visible(text, keep_newlines=True), err=err)
 
 
 def _lease(lease_ms: int | None) -> int:

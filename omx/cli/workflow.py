@@ -56,7 +56,9 @@ def check(
             data["prompt"] = prompt
         typer.echo(json.dumps(_envelope("check", data=data), ensure_ascii=False, indent=2))
         return
-    typer.echo(_listing(wf, environment))
+    from omx.terminal import visible
+
+    typer.echo(visible(_listing(wf, environment), keep_newlines=True))  # variable names can hold anything
     if show_prompt and prompt is not None:
         typer.echo("\n--- prompt for a sample task ---\n" + prompt)
 

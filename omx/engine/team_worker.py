@@ -51,8 +51,8 @@ def run_team_worker(
             pool.close()
         raise
     runtime = wf.settings.runtime
-    if pool is not None and (runtime.kind != "codex-app-server" or runtime.command):
-        pool.close()  # guessed wrong
+    if pool is not None and (runtime.kind != "codex-app-server" or runtime.command or runtime.pass_env):
+        pool.close()  # guessed wrong (passEnv: the agent's environment differs from the default's)
         pool = None
     if pool is None:
         pool = start_app_servers(runtime, repo)

@@ -114,7 +114,7 @@ def check(envelope: Any, status: int) -> None:
 
 
 @pytest.mark.parametrize("op", sorted(set(OPERATIONS) - {"cleanup", "await-event", "await-task", "claim-next"}))
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_input_gives_a_json_answer(root: Path, op: str, data: st.DataObject) -> None:
     payload = data.draw(payloads(op))

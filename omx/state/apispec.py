@@ -155,6 +155,10 @@ def _fill_defaults(op: str, fields: tuple[F, ...], values: dict[str, Any]) -> No
 
 def _check_bound(op: str, key: str, f: F, v: object) -> None:
     """Refuse a value beyond the field's bound (the type is already checked)."""
+    if f.kind in JSON_KINDS:
+        if f.max_len is not None and len(json.dumps(v, ensure_ascii=False)) > f.max_len:
+            raise InvalidInput(f"{op}: {key} is longer than {f.max_len} characters as JSON", field=key)
+        return
     if isinstance(v, bool):
         return
     if isinstance(v, int):
@@ -169,10 +173,6 @@ def _check_bound(op: str, key: str, f: F, v: object) -> None:
             raise InvalidInput(f"{op}: {key} has more than {f.max_len} task ids", field=key)
         if any(isinstance(x, str) and len(x) > TASK_ID_LEN for x in items):
             raise InvalidInput(f"{op}: {key}: a task id is at most {TASK_ID_LEN} characters", field=key)
-        return
-    if f.kind in JSON_KINDS:
-        if f.max_len is not None and len(json.dumps(v, ensure_ascii=False)) > f.max_len:
-            raise InvalidInput(f"{op}: {key} is longer than {f.max_len} characters as JSON", field=key)
         return
     if isinstance(v, str):
         limit = f.max_len if f.kind == "str" else f.item_len

@@ -185,8 +185,7 @@ def hook_env(base: Mapping[str, str], pass_env: Sequence[str] = ()) -> EnvSplit:
     """A hook's inherited environment: the worker's minus ``OMX_HOOK*`` (set afresh per hook) and every
     credential-like name not in ``pass_env`` (the rule of :mod:`omx.engine.envpolicy`). Unlike an agent,
     a hook keeps omx's other ``OMX_*`` variables: it is the workflow's own trusted script."""
-    out = split_env({k: v for k, v in base.items() if not k.startswith("OMX_HOOK")}, allow=pass_env, drop_own=False)
-    return out
+    return split_env({k: v for k, v in base.items() if not k.startswith("OMX_HOOK")}, allow=pass_env, drop_own=False)
 
 
 class HookRunner:

@@ -134,7 +134,7 @@ class Runner:
         self.cfg = cfg
         self.settings = cfg.workflow.settings
         self.hooks = HookRunner(self.settings.hooks, logger=log)
-        self._agent_env = agent_env()  # once: filtering os.environ costs ~1 ms, and it does not change
+        self._agent_env = agent_env(runtime=self.settings.runtime)  # once: filtering os.environ costs ~1 ms
         self.turns = 0
 
     def run(self, claimed: Claimed, cancel: threading.Event) -> Outcome:

@@ -52,8 +52,8 @@ def run_team_worker(
             pool.close()
         raise
     runtime = wf.settings.runtime
-    if pool is not None and (runtime.kind != "codex-app-server" or runtime.command):
-        pool.close()  # guessed wrong
+    if pool is not None and (runtime.kind != "codex-app-server" or runtime.command or runtime.pass_env):
+        pool.close()  # guessed wrong (passEnv: the agent's environment differs from the default's)
         pool = None
     if pool is None:
         pool = start_app_servers(runtime, repo)
@@ -124,5 +124,6 @@ def start_app_servers(settings: RuntimeSettings | None, repo: Path, *, prestart:
 
     pool = AppServerPool(repo)
     if prestart:
-        pool.prestart(settings or RuntimeSettings(), agent_env())
+        runtime = settings or RuntimeSettings()
+        pool.prestart(runtime, agent_env(runtime=runtime))
     return pool

@@ -23,6 +23,7 @@ from omx.errors import InvalidInput, OmxError, TeamExists
 from omx.state import names
 from omx.state.filestore import FileStore
 from omx.team.plan import PlannedTask
+from omx.terminal import visible
 
 
 @dataclass
@@ -267,23 +268,26 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
 
     Returns the final summary plus ``team``, ``planned_by`` and ``laggards`` (workers that did not ACK).
     """
+    def line(text: str) -> None:  # every progress line may carry task data: escaped for the terminal
+        on_line(visible(text))
+
     opts.repo = repo_root(opts.repo)
     if opts.workers < 1 or opts.workers > 64:
         raise InvalidInput("--workers must be between 1 and 64")
     integration = integration_plan(opts)
-    tasks, planned_by = plan_tasks(opts, lambda m: on_line(f"warning: {m}"))
+    tasks, planned_by = plan_tasks(opts, lambda m: line(f"warning: {m}"))
     team = create_team(store, opts, tasks, integration)
-    on_line(f"team {team}: {len(tasks)} tasks ({planned_by}), {opts.workers} workers"
-            f"{' in tmux session omx-' + team if opts.tmux else ''}; state under {store.paths(team).dir}")
-    on_line(start_integration(store, team, opts.repo))
-    leader = Leader(store, team, opts, on_line)
+    line(f"team {team}: {len(tasks)} tasks ({planned_by}), {opts.workers} workers"
+         f"{' in tmux session omx-' + team if opts.tmux else ''}; state under {store.paths(team).dir}")
+    line(start_integration(store, team, opts.repo))
+    leader = Leader(store, team, opts, line)
     stop: list[str] = []
 
     def on_signal(signum: int, frame: Any) -> None:
         stop.append(signal.Signals(signum).name)
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    view = Progress(store, team, live=live, on_line=on_line)
+    view = Progress(store, team, live=live, on_line=line)
     try:
         leader.start()
         while True:
@@ -301,7 +305,7 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
     summary.update({"team": team, "planned_by": planned_by, "laggards": laggards,
                     "interrupted": bool(stop), "integration": integration_state(store, team, opts.repo)})
     for n in laggards:
-        on_line(f"{n} did not acknowledge the shutdown within {opts.shutdown_wait_s:g}s and was stopped")
+        line(f"{n} did not acknowledge the shutdown within {opts.shutdown_wait_s:g}s and was stopped")
     return summary
 
 
@@ -371,12 +375,17 @@ class Progress:
 
         c = summary["counts"]
         head = "  ".join(f"{k} {v}" for k, v in c.items())
+        from rich.text import Text
+
+        def cell(value: object) -> Text:  # plain text, escaped: neither rich markup nor escapes from the data
+            return Text(visible(value))
+
         wt = Table("worker", "state", "task", "heartbeat", "turns", "tokens",
-                   title=f"team {self.team} — {head} — {summary.get('tokens', 0)} tokens", title_justify="left")
+                   title=cell(f"team {self.team} — {head} — {summary.get('tokens', 0)} tokens"), title_justify="left")
         for w in summary["workers"]:
             age = "—" if w["heartbeat_age_ms"] is None else f"{w['heartbeat_age_ms'] / 1000:.1f}s"  # live: seconds
-            wt.add_row(w["name"], w["state"] + (" (stale)" if w["stale"] else ""), w["current_task_id"] or "—",
-                       age, str(w["turn_count"]), str(w.get("tokens", 0)))
+            wt.add_row(cell(w["name"]), cell(f"{w['state']}{' (stale)' if w['stale'] else ''}"),
+                       cell(w["current_task_id"] or "—"), age, cell(w["turn_count"]), cell(w.get("tokens", 0)))
         return Group(wt)
 
     def close(self) -> None:

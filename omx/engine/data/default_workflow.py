@@ -38,6 +38,9 @@ runtime:
   # turnTimeoutMs: 3600000        # a turn longer than this is interrupted
   # stallTimeoutMs: 300000        # no runtime event for this long interrupts the turn (0: never)
   # readTimeoutMs: 10000          # a runtime that does not answer a request in time has failed
+  # passEnv: []                   # variables the agent gets although their names look like credentials
+  #                               # (*KEY*, *TOKEN*, *PASS*, ...: withheld otherwise). The Codex model
+  #                               # provider's env_key passes anyway. `omx workflow check` lists both.
 
 hooks:
   # Shell scripts run with bash in the workspace. Task facts arrive only as OMX_* environment
@@ -48,6 +51,7 @@ hooks:
   # afterRun: null                # after each attempt; failure is logged
   # beforeRemove: null            # before a workspace is removed; failure is logged
   # timeoutMs: 60000              # a hook running longer is killed, with its children
+  # passEnv: []                   # credential-like variables the hooks get all the same
   # For example:
   #   afterCreate: |
   #     uv sync --frozen

@@ -316,7 +316,8 @@ class Runner:
         def verify(path: Path, commit: str) -> tuple[bool, str]:
             extra = {**ctx.extra, "OMX_INTEGRATION_BRANCH": target.branch, "OMX_INTEGRATION_COMMIT": commit}
             vctx = dataclasses.replace(ctx, extra=extra)
-            res = run_hook("verify", script, path, vctx.env(), vctx.facts(), timeout_ms, cancel=cancel)
+            res = run_hook("verify", script, path, vctx.env(), vctx.facts(), timeout_ms, cancel=cancel,
+                           pass_env=self.settings.hooks.pass_env)  # the hooks' environment rules
             if res.cancelled:
                 raise _VerifyCancelled
             log.log(logging.INFO if res.ok else logging.WARNING, "%s (%s)", res.describe(), commit[:12])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -13,7 +14,13 @@ from omx.state.filestore import FileStore
 
 
 def merge_check(repo: Path, base: str, branch: str) -> dict[str, Any]:
-    """Would ``branch`` merge cleanly into ``base``? Uses ``git merge-tree --write-tree``: no checkout touched."""
+    """Would ``branch`` merge cleanly into ``base``? Uses ``git merge-tree --write-tree``: no checkout touched.
+
+    Both names come from state files that anyone who can write them controls: one that git could take
+    for an option (or that is no plain ref name) is not handed to git at all.
+    """
+    if not all(_PLAIN_REF.fullmatch(name) for name in (base, branch)):
+        return {"branch": branch, "merges": "error", "error": "not a plain branch name; not checked"}
     out = subprocess.run(["git", "-C", str(repo), "merge-tree", "--write-tree", "--name-only", "--no-messages",
                           base, branch], capture_output=True, text=True)
     if out.returncode == 0:
@@ -22,6 +29,9 @@ def merge_check(repo: Path, base: str, branch: str) -> dict[str, Any]:
         files = [ln for ln in out.stdout.splitlines()[1:] if ln.strip()]
         return {"branch": branch, "merges": "conflict", "conflicts": files}
     return {"branch": branch, "merges": "error", "error": out.stderr.strip()[:500]}
+
+
+_PLAIN_REF = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._/@+-]{0,250}")
 
 
 def base_branch(repo: Path) -> str:

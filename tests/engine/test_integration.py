@@ -505,3 +505,17 @@ def test_doctor_finds_and_fixes_an_odd_integration_state(rig: Rig) -> None:
     assert not (gitdir / "index.lock").exists()
     again = [c for c in json.loads(doctor().stdout)["checks"] if c["name"] == "team alpha: integration"]
     assert all(c["ok"] for c in again), again
+
+
+def test_verify_follows_the_hooks_environment_rules(rig: Rig) -> None:
+    verify = 'env > "$WL_OUT/verify-env"; true'
+    write_workflow(rig, runtime={"kind": "command", "command": bash("echo x > x.txt")},
+                   integration={"verify": verify}, hooks={"passEnv": ["DEPLOY_TOKEN"]})
+    rig.store.create_task(rig.team, "one")
+    proc = start_worker(rig, "worker-1", "--until-empty", env={"STRIPE_KEY": "sk-secret", "DEPLOY_TOKEN": "let-in"})
+    assert proc.wait() == 0, proc.output()
+    env = dict(line.split("=", 1) for line in (rig.out / "verify-env").read_text().splitlines() if "=" in line)
+    assert "STRIPE_KEY" not in env  # a credential is withheld, as from a hook
+    assert env["DEPLOY_TOKEN"] == "let-in"  # hooks.passEnv lets it through
+    assert env["OMX_TASK_ID"] == "1" and env["OMX_INTEGRATION_BRANCH"] == BRANCH
+    assert env["OMX_INTEGRATION_COMMIT"] == git(rig.repo, "rev-parse", BRANCH)

@@ -103,11 +103,13 @@ class FileTeamSource:
         if not (isinstance(note, dict) and note.get("status") in ("conflict", "verify_failed")):
             note = None
         old = r.took_over or {}
-        previous = old.get("pid") if old.get("host") == self.store.host and old.get("pid") != os.getpid() else None
+        here = old.get("host") == self.store.host
+        previous = old.get("pid") if here and old.get("pid") != os.getpid() else None
+        elsewhere = f"task-{t.id}-on-{self.store.host_tag}" if old.get("host") and not here else None
         return Claimed(key=f"task-{t.id}", title=t.subject,
                        variables={"task": task_vars, "team": team_vars, "worker": _Named(name=self.worker)},
                        attempt=t.attempts, handle=r, lease_ms=cfg.lease_ms, integration=note,
-                       previous_pid=previous if isinstance(previous, int) else None)
+                       previous_pid=previous if isinstance(previous, int) else None, workspace_key=elsewhere)
 
     def integration(self) -> dict[str, Any]:
         """The team's integration settings as the leader recorded them (``branch``, ``base``), or {}."""

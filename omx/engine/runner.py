@@ -156,8 +156,8 @@ class Runner:
                     return self.hooks.after_create(w.path, self._ctx(claimed, w), cancel)
 
                 tip = ensure_branch(target) if target is not None else None
-                ws = prepare_workspace(self.cfg.repo, self.settings.worktree, self.cfg.namespace, claimed.key,
-                                       on_create=after_create, base=tip)
+                ws = prepare_workspace(self.cfg.repo, self.settings.worktree, self.cfg.namespace,
+                                       claimed.workspace_key or claimed.key, on_create=after_create, base=tip)
                 ctx = self._ctx(claimed, ws)
                 if target is not None and tip is not None and not ws.new_branch and ws.mode != "repository":
                     # A retried task: its branch is an earlier attempt's. Integrated already (a worker

@@ -519,3 +519,33 @@ def test_verify_follows_the_hooks_environment_rules(rig: Rig) -> None:
     assert env["DEPLOY_TOKEN"] == "let-in"  # hooks.passEnv lets it through
     assert env["OMX_TASK_ID"] == "1" and env["OMX_INTEGRATION_BRANCH"] == BRANCH
     assert env["OMX_INTEGRATION_COMMIT"] == git(rig.repo, "rev-parse", BRANCH)
+
+
+def test_a_claim_taken_over_from_another_host_works_in_a_worktree_of_its_own(new_rig: Callable[..., Rig]) -> None:
+    """A shared worktree root must never put two hosts' agents in one checkout."""
+    import time
+
+    from omx.engine.settings import WorktreeSettings
+    from omx.engine.workspaces import prepare_workspace
+    from omx.state.base import host_tag
+    from omx.state.filestore import FileStore
+
+    rig = new_rig(lease_ms=800)
+    write_workflow(rig, runtime={"kind": "command", "command": bash('echo "$PWD" > here.txt; echo ok')})
+    tid = rig.store.create_task(rig.team, "one").id
+    other = FileStore(rig.root)
+    other.host, other.host_tag = "elsewhere.example", host_tag("elsewhere.example")
+    other.claim_task(rig.team, tid, "worker-1", pid=4242)  # a worker on another machine, still at work
+    theirs = prepare_workspace(rig.repo, WorktreeSettings(root=str(rig.worktrees)), rig.team, f"task-{tid}",
+                               base=git(rig.repo, "rev-parse", "main"))
+    (theirs.path / "wip.txt").write_text("the other host's agent is writing here\n")
+    time.sleep(1.0)  # its lease runs out (a host that stopped renewing)
+
+    run_workers(rig, "worker-2")
+    task = rig.task(tid)
+    assert task.status == "completed" and task.owner == "worker-2", task.error
+    mine = Path(task.result["workspace"])
+    assert mine != theirs.path and mine.name == f"task-{tid}-on-{rig.store.host_tag}"
+    assert show(rig, "here.txt") == str(mine)
+    assert (theirs.path / "wip.txt").read_text() == "the other host's agent is writing here\n"  # untouched
+    assert not (theirs.path / "here.txt").exists()

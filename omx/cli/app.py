@@ -26,7 +26,9 @@ def _register() -> None:
     app.add_typer(team.app, name="team")
     app.command("doctor")(team.doctor)
     app.command("setup")(team.setup)
-    app.command("swarm")(team.swarm)
+    from omx.team.plan import PLAN_SYNTAX
+
+    app.command("swarm", epilog=PLAN_SYNTAX.replace("\n", " ").replace("[", "\\["))(team.swarm)
 
     @app.command("demo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def demo(ctx: typer.Context) -> None:

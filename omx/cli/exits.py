@@ -20,7 +20,7 @@ def guarded(fn: Callable[[], Any], on_other: Callable[[Exception], int | None] |
     except OmxError as exc:
         from omx.terminal import visible
 
-        print(f"omx: error: {visible(exc.message)} [{exc.code}]", file=sys.stderr)
+        print(f"omx: error: {visible(exc.message, keep_newlines=True)} [{exc.code}]", file=sys.stderr)
         return exc.exit_status
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from omx.errors import InvalidInput
+from omx.team.plan import PLAN_SYNTAX
 from omx.terminal import visible
 
 app = typer.Typer(help="Create, watch and drive a team. Scripts: `omx team api --list`.", no_args_is_help=True)
@@ -222,7 +223,7 @@ def _start(goal: str, workers: int, *, swarm: bool, plan: Path | None, planner: 
     raise typer.Exit(0 if c["completed"] == summary["total"] and not summary["interrupted"] else 1)
 
 
-@app.command("start")
+@app.command("start", epilog=PLAN_SYNTAX.replace("\n", " ").replace("[", "\\["))
 def start(
     goal: str = typer.Argument(..., help="what the team should achieve"),
     workers: int = typer.Option(3, "--workers", "-w", min=1, max=64),

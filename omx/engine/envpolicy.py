@@ -127,18 +127,38 @@ def codex_provider_env(env: Mapping[str, str], command: Sequence[str] | None = N
     applies them. A missing or unreadable config, or a provider that names no variable, gives ``[]``.
     """
     overrides, profile_flag = _overrides(command or ())
-    home = env.get("CODEX_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".codex")
-    try:
-        with open(os.path.join(home, "config.toml"), encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError):
-        text = ""
+    text = _config_text(env)
     if not overrides and not profile_flag and not any(w in text for w in ("env_key", "env_http_headers")):
         return []  # nothing could name a variable: no TOML parsing (the worker's head start runs this)
+    _, provider = active_provider(env, command)
+    if not isinstance(provider, dict):
+        return []
+    names = [provider.get("env_key")]
+    headers = provider.get("env_http_headers")
+    if isinstance(headers, dict):
+        names += list(headers.values())
+    return [n for n in names if isinstance(n, str) and ENV_NAME.fullmatch(n)]
+
+
+def codex_home(env: Mapping[str, str]) -> str:
+    return env.get("CODEX_HOME") or os.path.join(env.get("HOME") or os.path.expanduser("~"), ".codex")
+
+
+def _config_text(env: Mapping[str, str]) -> str:
+    try:
+        with open(os.path.join(codex_home(env), "config.toml"), encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def active_provider(env: Mapping[str, str], command: Sequence[str] | None = None) -> tuple[str, dict[str, Any] | None]:
+    """The id of Codex's active model provider and its ``[model_providers.<id>]`` table (None: built in)."""
+    overrides, profile_flag = _overrides(command or ())
     import tomllib
 
     try:
-        config: dict[str, Any] = tomllib.loads(text)
+        config: dict[str, Any] = tomllib.loads(_config_text(env))
     except tomllib.TOMLDecodeError:
         config = {}
     for path, raw in overrides:
@@ -150,13 +170,35 @@ def codex_provider_env(env: Mapping[str, str], command: Sequence[str] | None = N
     provider_id = provider_id or config.get("model_provider") or "openai"
     providers = config.get("model_providers")
     provider = providers.get(provider_id) if isinstance(providers, dict) and isinstance(provider_id, str) else None
-    if not isinstance(provider, dict):
-        return []
-    names = [provider.get("env_key")]
-    headers = provider.get("env_http_headers")
-    if isinstance(headers, dict):
-        names += list(headers.values())
-    return [n for n in names if isinstance(n, str) and ENV_NAME.fullmatch(n)]
+    return str(provider_id), provider if isinstance(provider, dict) else None
+
+
+def model_account(env: Mapping[str, str], command: Sequence[str] | None = None) -> tuple[bool, str]:
+    """Can Codex reach a model with this environment? ``(ok, what was found or what to do)``.
+
+    OpenAI (the default provider) needs ``$CODEX_HOME/auth.json`` (``codex login``) or an API key
+    variable; a configured provider needs the variable its ``env_key`` names, if it names one.
+    """
+    provider_id, provider = active_provider(env, command)
+    home = codex_home(env)
+    if provider is not None and provider_id != "openai":
+        key = provider.get("env_key")
+        where = f"model provider {provider_id!r} ({provider.get('base_url') or 'no base_url'})"
+        if isinstance(key, str) and key:
+            if env.get(key):
+                return True, f"{where}: its key variable {key} is set"
+            return False, (f"{where} reads its key from ${key}, which is not set: export {key}=… "
+                           f"(or change model_provider in {home}/config.toml)")
+        return True, f"{where}: needs no key"
+    if provider_id in ("oss", "ollama", "lmstudio"):
+        return True, f"model provider {provider_id!r} (local, no account)"
+    if os.path.exists(os.path.join(home, "auth.json")):
+        return True, f"signed in ({home}/auth.json)"
+    for key in MODEL_KEYS:
+        if env.get(key):
+            return True, f"{key} is set"
+    return False, (f"no model account for Codex: run `codex login`, or export OPENAI_API_KEY=…, or configure "
+                   f"a model provider in {home}/config.toml (`omx demo` runs without one, on its offline model)")
 
 
 def _overrides(argv: Sequence[str]) -> tuple[list[tuple[list[str], str]], str | None]:

@@ -379,7 +379,8 @@ def _normalize(
         if section in _IGNORED_SECTIONS:
             warnings.append(f"{where(section)}: {section!r} section ignored: {_IGNORED_SECTIONS[section]}")
         elif section not in _SECTIONS and section not in _SYMPHONY_SECTIONS:
-            warnings.append(f"{where(section)}: unknown key {section!r} ignored")
+            known = [*_SECTIONS, *_IGNORED_SECTIONS, *_SYMPHONY_SECTIONS]
+            problems.append(f"{where(section)}: unknown key {section!r}{_did_you_mean(section, known)}")
         elif body is not None and not isinstance(body, dict):
             problems.append(f"{where(section)}: {section}: expected a map of settings, got {kind_of(body)}")
         else:
@@ -393,7 +394,8 @@ def _normalize(
                 elif section in _SYMPHONY_SECTIONS:
                     warnings.append(f"{where(dotted)}: Symphony setting {dotted!r} is not supported by omx; ignored")
                 else:
-                    warnings.append(f"{where(dotted)}: unknown key {dotted!r} ignored")
+                    hint = _did_you_mean(str(raw_key), list(_aliases(section)))
+                    problems.append(f"{where(dotted)}: unknown key {dotted!r}{hint}")
     for dotted, value in symphony:
         target = SYMPHONY_KEYS[dotted]
         if target is None:
@@ -460,6 +462,17 @@ def _put(
     section, _, key = target.partition(".")
     out[section][key] = value
     sources[target] = source
+
+
+def _did_you_mean(word: str, known: list[str]) -> str:
+    """`` (did you mean 'command'?)`` for the closest known spelling, or a list of the known ones."""
+    import difflib
+
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    camel = sorted({k for k in known if k == k[:1].lower() + k[1:] and "_" not in k})
+    return f" (known: {', '.join(camel)})" if camel else ""
 
 
 @functools.cache

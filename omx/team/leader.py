@@ -68,7 +68,11 @@ def plan_tasks(opts: StartOptions, warn: Callable[[str], None]) -> tuple[list[Pl
     from omx.team import plan
 
     if opts.plan is not None:
-        return plan.load_plan(opts.plan), f"plan file {opts.plan}"
+        notes: list[str] = []
+        tasks = plan.load_plan(opts.plan, notes)
+        for note in notes:
+            warn(note)
+        return tasks, f"plan file {opts.plan}"
     if opts.planner in ("auto", "codex"):
         from omx.engine.runtimes.codex_common import find_codex
 
@@ -274,6 +278,18 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
     opts.repo = repo_root(opts.repo)
     if opts.workers < 1 or opts.workers > 64:
         raise InvalidInput("--workers must be between 1 and 64")
+    from omx.team.preflight import preflight
+
+    wants_codex_plan = opts.plan is None and opts.planner in ("auto", "codex")
+    checked = preflight(opts.repo, opts.workflow, codex_planner=wants_codex_plan)
+    if opts.planner == "codex" and opts.plan is None and not checked.codex_planner and not checked.problems:
+        checked.problems.append("--planner codex needs Codex with a model account (see above), or pass "
+                                "--planner heuristic or --plan FILE")
+    checked.raise_if_failed()
+    for note in checked.notes:
+        line(f"note: {note}")
+    if wants_codex_plan and opts.planner == "auto" and not checked.codex_planner:
+        opts.planner = "heuristic"
     integration = integration_plan(opts)
     tasks, planned_by = plan_tasks(opts, lambda m: line(f"warning: {m}"))
     team = create_team(store, opts, tasks, integration)

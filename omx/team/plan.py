@@ -34,11 +34,26 @@ class PlannedTask:
 
 
 _ITEM = re.compile(r"^(?P<indent>\s*)(?:[-*+]|\d+[.)])\s+(?:\[(?P<box>[ xX])\]\s+)?(?P<text>.+?)\s*$")
-_AFTER = re.compile(r"\(?\s*\b(?:after|depends on|needs)\s+((?:#?\d+(?:\s*(?:,|and|&)\s*)?)+)\s*\)?", re.I)
+_DEP_WORDS = r"(?:after|depends\s+on|depends\s+upon|needs|requires|blocked\s+by|waits?\s+(?:on|for))"
+_AFTER = re.compile(
+    r"\(?\s*\b" + _DEP_WORDS + r"\s+(?:(?:tasks?|items?|steps?)\s+)?"
+    r"((?:#?\d+\b(?:\s*(?:,|and|&|/)\s*(?:(?:tasks?|items?|steps?)\s+)?)?)+)\s*\)?", re.I)
+#: A parenthesized dependency phrase that names no item number: "(after A)", "(needs the parser)".
+_VAGUE = re.compile(r"\(\s*" + _DEP_WORDS + r"\b[^)]*\)", re.I)
 
 
-def load_plan(path: Path) -> list[PlannedTask]:
-    """Read a plan file: ``.md``/``.txt`` (a list), ``.yaml``/``.yml`` or ``.json`` (``tasks: [...]`` or a list)."""
+#: The plan file syntax, as ``omx team start --help`` and the README show it.
+PLAN_SYNTAX = """A plan file is a Markdown list, one task per item ('-', '*' or '1.'); indented lines under an
+item are its description. Dependencies name item numbers: 'after #1', 'after 1 and 2', 'depends on
+task 3', 'needs #2', 'blocked by 1'; an item nested under another depends on it; '- [x]' items are
+done and skipped. YAML or JSON: tasks: [{subject, description, depends_on: [1], priority, files}]."""
+
+
+def load_plan(path: Path, warn: list[str] | None = None) -> list[PlannedTask]:
+    """Read a plan file: ``.md``/``.txt`` (a list), ``.yaml``/``.yml`` or ``.json`` (``tasks: [...]`` or a list).
+
+    ``warn`` collects what the file says that the plan ignores (by line number).
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -59,23 +74,25 @@ def load_plan(path: Path) -> list[PlannedTask]:
             raise PlanError(f"{path}: JSON error at line {exc.lineno}: {exc.msg}", path=str(path)) from None
         tasks = _from_data(data, str(path))
     else:
-        tasks = parse_markdown(text, str(path))
+        tasks = parse_markdown(text, str(path), warn)
     check_plan(tasks, str(path))
     return tasks
 
 
-def parse_markdown(text: str, label: str = "plan") -> list[PlannedTask]:
+def parse_markdown(text: str, label: str = "plan", warn: list[str] | None = None) -> list[PlannedTask]:
     """Numbered, bulleted or checkbox items; continuation lines join the item's description.
 
-    ``after #2`` (or ``depends on 1, 3``) names dependencies by item position; an indented item
-    depends on the item it is nested under. Checked boxes (``- [x]``) are done: they are skipped,
-    and dependencies on them are dropped.
+    ``after #2`` (or ``depends on task 1, 3``, ``needs 2``, ``blocked by #1``) names dependencies by item
+    position; an indented item depends on the item it is nested under. Checked boxes (``- [x]``) are
+    done: they are skipped, and dependencies on them are dropped. A dependency on an item that does not
+    exist is an error naming the line; a phrase like ``(after A)`` that names no number goes to ``warn``.
     """
     tasks: list[PlannedTask] = []
+    lines: list[int] = []
     stack: list[tuple[int, int]] = []  # (indent, position) of open parents
     done: set[int] = set()
     position = 0
-    for raw in text.splitlines():
+    for lineno, raw in enumerate(text.splitlines(), start=1):
         m = _ITEM.match(raw)
         if not m:
             if tasks and raw.strip() and not raw.lstrip().startswith("#") and raw.startswith((" ", "\t")):
@@ -88,12 +105,22 @@ def parse_markdown(text: str, label: str = "plan") -> list[PlannedTask]:
         body = m.group("text")
         deps = [int(n) for n in re.findall(r"\d+", " ".join(_AFTER.findall(body)))]
         subject = _AFTER.sub("", body).strip(" -:;,") or body
+        vague = _VAGUE.search(subject)
+        if vague and warn is not None:
+            warn.append(f"{label}:{lineno}: {vague.group(0)!r} names no item number, so no dependency was "
+                        "recorded (write 'after #2')")
         if stack:
             deps.append(stack[-1][1])
         stack.append((indent, position))
         if m.group("box") in ("x", "X"):
             done.add(position)
         tasks.append(PlannedTask(subject=subject[:200], description=subject, depends_on=sorted(set(deps))))
+        lines.append(lineno)
+    for pos, (t, lineno) in enumerate(zip(tasks, lines, strict=True), start=1):
+        for d in t.depends_on:
+            if not 1 <= d <= len(tasks) or d == pos:
+                what = "itself" if d == pos else f"item {d}, but the list has {len(tasks)} items"
+                raise PlanError(f"{label}:{lineno}: {t.subject!r} depends on {what}")
     # Drop done items, renumbering dependencies to the remaining positions.
     keep = [i for i in range(1, len(tasks) + 1) if i not in done]
     renum = {old: new for new, old in enumerate(keep, start=1)}

@@ -19,7 +19,7 @@ OMX = Path(sys.executable).with_name("omx")
 GOOD = """---
 agent:
   maxConcurrentAgents: 2
-  maxTurns: 9
+  max_turns: 9
 codex:
   command: codex app-server
 hooks:
@@ -47,7 +47,7 @@ def test_check_prints_a_listing_with_warnings(runner: CliRunner, tmp_path: Path)
     assert any(line.split() == ["agent.maxConcurrentAgents", "2"] for line in out.splitlines())
     assert any(line.split() == ["runtime.command", "codex", "app-server"] for line in out.splitlines())
     assert "uv sync  (+1 more lines)" in out
-    assert "unknown key 'agent.maxTurns' ignored" in out
+    assert "Symphony setting 'agent.max_turns' is not supported by omx; ignored" in out
     assert "variables: task, worker" in out
 
 

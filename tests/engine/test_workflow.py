@@ -288,26 +288,38 @@ def test_our_keys_win_over_symphony_keys(tmp_path: Path) -> None:
     assert "'polling.interval_ms' ignored: 'polling.pollIntervalMs' sets the same setting" in text
 
 
-def test_unknown_keys_warn_with_dotted_path_and_line(tmp_path: Path) -> None:
-    wf = load(tmp_path, """
-        ---
-        agent:
-          maxConcurentAgents: 4
-        telemetry:
-          enabled: true
-        hooks:
-          afterCreate: "true"
-          onFailure: "echo"
-        ---
-        """)
+def test_unknown_keys_are_errors_with_a_suggestion_and_the_line(tmp_path: Path) -> None:
+    # A typo must not fall back to a default in silence (`comand:` ran Codex instead of the command).
+    with pytest.raises(WorkflowInvalid) as exc:
+        load(tmp_path, """
+            ---
+            agent:
+              maxConcurentAgents: 4
+            telemetry:
+              enabled: true
+            runtime:
+              comand: [echo]
+            hooks:
+              afterCreate: "true"
+              onFailure: "echo"
+            ---
+            """)
+    path = tmp_path / "WORKFLOW.md"
+    msg = exc.value.message
+    assert f"{path}:3: unknown key 'agent.maxConcurentAgents' (did you mean 'maxConcurrentAgents'?)" in msg
+    assert f"{path}:4: unknown key 'telemetry' (known: " in msg and "integration" in msg
+    assert f"{path}:7: unknown key 'runtime.comand' (did you mean 'command'?)" in msg
+    assert f"{path}:10: unknown key 'hooks.onFailure'" in msg
+
+
+def test_what_omx_knows_but_does_not_use_is_still_a_warning(tmp_path: Path) -> None:
+    wf = load(tmp_path, "---\ntracker:\n  kind: linear\nagent:\n  max_turns: 3\n---\n")
     path = tmp_path / "WORKFLOW.md"
     assert wf.warnings == [
-        f"{path}:3: unknown key 'agent.maxConcurentAgents' ignored",
-        f"{path}:4: unknown key 'telemetry' ignored",
-        f"{path}:8: unknown key 'hooks.onFailure' ignored",
+        f"{path}:2: 'tracker' section ignored: omx takes work from its team's task files or the remote "
+        "platform, not from a tracker",
+        f"{path}:5: Symphony setting 'agent.max_turns' is not supported by omx; ignored",
     ]
-    assert wf.settings.agent.max_concurrent_agents == 1
-    assert wf.settings.hooks.after_create == "true"
 
 
 def test_null_values_mean_the_default(tmp_path: Path) -> None:

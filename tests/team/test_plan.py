@@ -36,7 +36,8 @@ def test_yaml_and_json_plans(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("name", "text", "match"), [
     ("cycle.yaml", "- {subject: a, depends_on: [2]}\n- {subject: b, depends_on: [1]}\n", "cycle"),
-    ("self.md", "- a (after #1)\n", "not another task"),
+    ("self.md", "- a (after #1)\n", r"self.md:1: 'a' depends on itself"),
+    ("range.md", "1. a\n2. b (after #5)\n", "range.md:2: 'b' depends on item 5, but the list has 2 items"),
     ("range.json", '[{"subject": "a", "depends_on": [5]}]', "not another task"),
     ("bad.yaml", "tasks: [unclosed\n", "YAML error"),
     ("bad.json", "{", "JSON error at line 1"),

@@ -190,8 +190,14 @@ def setup(
     typer.echo(f"skills folder: {r.target}")
 
 
+PlannerTimeoutOpt = typer.Option(None, "--planner-timeout", min=1.0,
+                                 help="seconds the Codex planner may take, then the heuristic (default: "
+                                      "WORKFLOW.md planner.timeoutMs, 180 s)")
+
+
 def _start(goal: str, workers: int, *, swarm: bool, plan: Path | None, planner: str, workflow: Path | None,
-           tmux: bool, team: str | None, restart: bool, as_json: bool, root: Path | None, lease_ms: int) -> None:
+           tmux: bool, team: str | None, restart: bool, as_json: bool, root: Path | None, lease_ms: int,
+           planner_timeout: float | None = None) -> None:
     import sys
 
     from omx.team.leader import StartOptions, run_team
@@ -200,7 +206,8 @@ def _start(goal: str, workers: int, *, swarm: bool, plan: Path | None, planner: 
         raise InvalidInput("--planner must be codex or heuristic")
     store = _store(root)
     opts = StartOptions(goal=goal, workers=workers, team=team, plan=plan, planner=planner, workflow=workflow,
-                        tmux=tmux, restart=restart, swarm=swarm, lease_ms=lease_ms)
+                        tmux=tmux, restart=restart, swarm=swarm, lease_ms=lease_ms,
+                        planner_timeout_s=planner_timeout)
     live = sys.stdout.isatty() and not as_json
 
     def line(text: str) -> None:  # progress lines hold task data (reasons, names): shown escaped
@@ -237,13 +244,14 @@ def start(
     lease_ms: int = typer.Option(60_000, "--lease-ms", min=100),
     as_json: bool = typer.Option(False, "--json", help="print the final summary as JSON"),
     root: Path | None = RootOpt,
+    planner_timeout: float | None = PlannerTimeoutOpt,
 ) -> None:
     """Decompose GOAL into tasks, start N workers, show progress, and end with a summary.
 
     Exits 0 when every task completed, 1 when any failed (or the run was interrupted).
     """
     _start(goal, workers, swarm=False, plan=plan, planner=planner, workflow=workflow, tmux=tmux, team=team,
-           restart=restart, as_json=as_json, root=root, lease_ms=lease_ms)
+           restart=restart, as_json=as_json, root=root, lease_ms=lease_ms, planner_timeout=planner_timeout)
 
 
 def swarm(
@@ -258,10 +266,11 @@ def swarm(
     lease_ms: int = typer.Option(60_000, "--lease-ms", min=100),
     as_json: bool = typer.Option(False, "--json"),
     root: Path | None = RootOpt,
+    planner_timeout: float | None = PlannerTimeoutOpt,
 ) -> None:
     """Like `omx team start`, pull-only: no pre-assignment, every worker takes the next ready task."""
     _start(goal, workers, swarm=True, plan=plan, planner=planner, workflow=workflow, tmux=tmux, team=team,
-           restart=restart, as_json=as_json, root=root, lease_ms=lease_ms)
+           restart=restart, as_json=as_json, root=root, lease_ms=lease_ms, planner_timeout=planner_timeout)
 
 
 @app.command("report")

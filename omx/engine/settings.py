@@ -283,6 +283,12 @@ class IntegrationSettings(_Section):
     max_attempts: int = _field(2, alias="maxAttempts", ge=1, le=100)
 
 
+class PlannerSettings(_Section):
+    """The leader's Codex planner (``omx team start`` without ``--plan``)."""
+
+    timeout_ms: int = _field(180_000, alias="timeoutMs", ge=1_000)  # then the heuristic, with a warning
+
+
 class Settings(_Section):
     """Everything WORKFLOW.md's front matter can set."""
 
@@ -292,6 +298,7 @@ class Settings(_Section):
     runtime: RuntimeSettings = _field(factory=RuntimeSettings)
     hooks: HookSettings = _field(factory=HookSettings)
     integration: IntegrationSettings = _field(factory=IntegrationSettings)
+    planner: PlannerSettings = _field(factory=PlannerSettings)
 
 
 # --- front matter -> Settings ----------------------------------------------------------------------
@@ -303,6 +310,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "runtime": RuntimeSettings,
     "hooks": HookSettings,
     "integration": IntegrationSettings,
+    "planner": PlannerSettings,
 }
 #: Symphony key -> our key (camelCase), or ``None`` when omx has no such setting (a warning).
 #: Symphony keys that are also our snake_case attribute names (``agent.max_concurrent_agents``,

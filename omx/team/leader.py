@@ -38,6 +38,7 @@ class StartOptions:
     restart: bool = False
     swarm: bool = False  # pull-only: no pre-assignment
     lease_ms: int = 60_000
+    planner_timeout_s: float | None = None  # default: WORKFLOW.md's planner.timeoutMs
     repo: Path = field(default_factory=Path.cwd)
     shutdown_wait_s: float = 30.0
 
@@ -63,8 +64,12 @@ def repo_root(path: Path) -> Path:
     return Path(out.stdout.strip())
 
 
-def plan_tasks(opts: StartOptions, warn: Callable[[str], None]) -> tuple[list[PlannedTask], str]:
-    """Tasks from, in order of preference: the plan file, the Codex planner, the heuristic."""
+def plan_tasks(opts: StartOptions, warn: Callable[[str], None],
+               say: Callable[[str], None] = lambda text: None) -> tuple[list[PlannedTask], str]:
+    """Tasks from, in order of preference: the plan file, the Codex planner, the heuristic.
+
+    ``say`` hears what the Codex planner is doing while the user waits.
+    """
     from omx.team import plan
 
     if opts.plan is not None:
@@ -82,8 +87,10 @@ def plan_tasks(opts: StartOptions, warn: Callable[[str], None]) -> tuple[list[Pl
 
             try:
                 wf = load_workflow(opts.workflow, opts.repo)
-                return codex_plan(opts.goal, opts.repo, opts.workers, runtime_settings=wf.settings.runtime), \
-                    "codex planner"
+                limit = opts.planner_timeout_s or wf.settings.planner.timeout_ms / 1000
+                say(f"planning with Codex (up to {limit:g} s; --plan FILE or --planner heuristic skip it)…")
+                return codex_plan(opts.goal, opts.repo, opts.workers, runtime_settings=wf.settings.runtime,
+                                  timeout_s=limit, progress=say), "codex planner"
             except OmxError as exc:
                 warn(f"{exc.message}; using the heuristic")
     return plan.heuristic(opts.goal), "heuristic"
@@ -291,7 +298,7 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
     if wants_codex_plan and opts.planner == "auto" and not checked.codex_planner:
         opts.planner = "heuristic"
     integration = integration_plan(opts)
-    tasks, planned_by = plan_tasks(opts, lambda m: line(f"warning: {m}"))
+    tasks, planned_by = plan_tasks(opts, lambda m: line(f"warning: {m}"), line)
     team = create_team(store, opts, tasks, integration)
     line(f"team {team}: {len(tasks)} tasks ({planned_by}), {opts.workers} workers"
          f"{' in tmux session omx-' + team if opts.tmux else ''}; state under {store.paths(team).dir}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +63,14 @@ class PlannerFailed(OmxError):
 
 
 def codex_plan(goal: str, repo: Path, workers: int, *, runtime_settings: Any = None,
-               env: dict[str, str] | None = None) -> list[PlannedTask]:
-    """Ask Codex for a plan of ``goal`` in ``repo``; raise :class:`PlannerFailed` on any failure."""
+               env: dict[str, str] | None = None, timeout_s: float | None = None,
+               progress: Callable[[str], None] | None = None, every_s: float = 10.0) -> list[PlannedTask]:
+    """Ask Codex for a plan of ``goal`` in ``repo``; raise :class:`PlannerFailed` on any failure.
+
+    Args:
+        timeout_s: give up (the turn is interrupted) after this long.
+        progress: told "planning with Codex… 20 s" every ``every_s`` while the turn runs.
+    """
     from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
     from omx.engine.runner import agent_env
@@ -90,7 +98,29 @@ def codex_plan(goal: str, repo: Path, workers: int, *, runtime_settings: Any = N
     prompt = PROMPT.format(workers=workers, max_tasks=MAX_PLANNED, goal=goal)
     req = RunRequest(prompt=prompt, cwd=repo, env=env if env is not None else agent_env(runtime=settings),
                      settings=settings, output_schema=PLAN_SCHEMA)
-    result = make_runtime(settings).run(req, lambda ev: None, threading.Event())
+    cancel = threading.Event()
+    done = threading.Event()
+    t0 = time.monotonic()
+
+    def watch() -> None:
+        limit = timeout_s if timeout_s is not None else float("inf")
+        while not done.wait(max(0.05, min(every_s, limit - (time.monotonic() - t0)))):
+            elapsed = time.monotonic() - t0
+            if elapsed >= limit:
+                cancel.set()
+                return
+            if progress is not None:
+                progress(f"planning with Codex… {elapsed:.0f} s")
+
+    watcher = threading.Thread(target=watch, daemon=True, name="planner-watch")
+    watcher.start()
+    try:
+        result = make_runtime(settings).run(req, lambda ev: None, cancel)
+    finally:
+        done.set()
+        watcher.join(timeout=1)
+    if cancel.is_set():
+        raise PlannerFailed(f"no plan from Codex after {timeout_s:g} s (planner.timeoutMs / --planner-timeout)")
     if not result.ok:
         raise PlannerFailed(f"the planning turn {result.status}: {result.error or 'no error given'}")
     try:

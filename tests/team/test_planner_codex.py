@@ -45,3 +45,20 @@ def test_failed_turn(workdir: Path, fake_model: FakeModel, codex_env: dict[str, 
     fake_model.script(fail("model overloaded"))
     with pytest.raises(PlannerFailed, match="model overloaded"):
         codex_plan("goal", workdir, 2, env=codex_env)
+
+
+def test_a_planner_that_waits_says_so_and_gives_up_in_time(workdir: Path, fake_model: FakeModel,
+                                                           codex_env: dict[str, str]) -> None:
+    import time
+
+    from tests.fakes.fake_model import hang
+
+    fake_model.script(hang())
+    said: list[str] = []
+    t0 = time.monotonic()
+    with pytest.raises(PlannerFailed, match=r"no plan from Codex after 3 s"):
+        codex_plan("goal", workdir, 2, env=codex_env, timeout_s=3, progress=said.append, every_s=0.5)
+    took = time.monotonic() - t0
+    assert 3 <= took < 30, took  # bounded: the turn was interrupted, not waited out
+    assert said and all(s.startswith("planning with Codex… ") and s.endswith(" s") for s in said)
+    assert len(said) >= 3  # a line every half second while it waited

@@ -66,6 +66,10 @@ integration:
   #                               # branch moves only when it passes, else the task is retried
   # verifyTimeoutMs: null         # default: hooks.timeoutMs
   # maxAttempts: 2                # merge conflicts or failed verifications before the task fails
+
+planner:
+  # timeoutMs: 180000             # the Codex planner's limit (omx team start without --plan);
+  #                               # then the heuristic splits the goal (--planner-timeout overrides)
 ---
 You are {{ worker }}, a member of team {{ team }}, working in a git checkout of this repository.
 

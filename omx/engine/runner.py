@@ -42,6 +42,9 @@ from omx.errors import InvalidInput, OmxError
 log = logging.getLogger("omx.worker")
 #: The verification output an agent is shown (its tail), in characters.
 FEEDBACK_OUTPUT_MAX = 4000
+#: An agent with no event for this long is reported as silent (again at each further multiple).
+SILENT_S = float(os.environ.get("OMX_SILENT_AFTER_S") or 30)
+SILENCE_CHECK_S = min(5.0, SILENT_S / 3)
 
 
 class _VerifyCancelled(Exception):
@@ -134,6 +137,7 @@ class Runner:
         self.cfg = cfg
         self.settings = cfg.workflow.settings
         self.hooks = HookRunner(self.settings.hooks, logger=log)
+        self._heard: dict[str, list[float]] = {}  # claimed key -> [last event (monotonic), reports made]
         self._agent_env = agent_env(runtime=self.settings.runtime)  # once: filtering os.environ costs ~1 ms
         self.turns = 0
 
@@ -342,15 +346,35 @@ class Runner:
         req = RunRequest(prompt=prompt, cwd=ws.path, env=env, settings=rt, developer_instructions=claimed.instructions)
 
         def on_event(ev: RuntimeEvent) -> None:
+            self._heard[claimed.key] = [time.monotonic(), 0]
             self._on_event(claimed, ev)
 
-        if self.cfg.slots is None:
-            return runtime.run(req, on_event, cancel)
-        with self.cfg.slots.hold(cancel) as got:
-            if not got:
-                return RunResult("interrupted", None, "cancelled while waiting for a machine slot",
-                                 {"input": 0, "output": 0, "total": 0}, 0)
-            return runtime.run(req, on_event, cancel)
+        try:
+            if self.cfg.slots is None:
+                self._heard[claimed.key] = [time.monotonic(), 0]
+                return runtime.run(req, on_event, cancel)
+            with self.cfg.slots.hold(cancel) as got:
+                if not got:
+                    return RunResult("interrupted", None, "cancelled while waiting for a machine slot",
+                                     {"input": 0, "output": 0, "total": 0}, 0)
+                self._heard[claimed.key] = [time.monotonic(), 0]
+                return runtime.run(req, on_event, cancel)
+        finally:
+            self._heard.pop(claimed.key, None)
+
+    def _check_silence(self, claimed: Claimed) -> None:
+        """Say so when the agent has produced no event for :data:`SILENT_S` (again every SILENT_S)."""
+        heard = self._heard.get(claimed.key)
+        if heard is None:
+            return
+        quiet = time.monotonic() - heard[0]
+        if quiet >= SILENT_S * (heard[1] + 1):
+            heard[1] = int(quiet // SILENT_S)
+            agent = "codex" if self.settings.runtime.kind != "command" else \
+                os.path.basename((self.settings.runtime.command or ["the agent"])[0])
+            text = f"no output from {agent} for {quiet:.0f} s"
+            log.warning("%s: %s", claimed.key, text)
+            self.source.emit(claimed, Activity("silent", text, {"quiet_s": int(quiet)}))
 
     def _on_event(self, claimed: Claimed, ev: RuntimeEvent) -> None:
         if ev.kind == "command" and ev.data.get("phase") == "completed":
@@ -361,6 +385,9 @@ class Runner:
             self.source.emit(claimed, Activity("progress", str(ev.data["text"])[:500]))
         elif ev.kind == "approval":
             self.source.emit(claimed, Activity("policy", f"{ev.data.get('method')}: {ev.data.get('decision')}"))
+        elif ev.kind == "error" and ev.data.get("message"):  # e.g. the model cannot be reached, retrying
+            again = " (retrying)" if ev.data.get("will_retry") else ""
+            self.source.emit(claimed, Activity("progress", f"error{again}: {str(ev.data['message'])[:500]}"))
 
     def _keep_unfinished(self, claimed: Claimed, ws: Workspace, outcome: Outcome) -> None:
         # Branch mode shares one checkout: leave it clean for the next task, and keep the partial
@@ -388,7 +415,10 @@ class Runner:
         # one returned" would.
         every = max(0.05, claimed.lease_ms / 3000)
         next_at = time.monotonic() + every
-        while not stop.wait(max(0.0, next_at - time.monotonic())):
+        while not stop.wait(max(0.0, min(next_at - time.monotonic(), SILENCE_CHECK_S))):
+            self._check_silence(claimed)
+            if time.monotonic() < next_at:
+                continue
             next_at = time.monotonic() + every
             try:
                 self.source.renew(claimed)

@@ -9,6 +9,7 @@ does the same at once. SIGKILL loses nothing either: the lease expires and anoth
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass
@@ -88,6 +89,7 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat_loop, daemon=True, name="heartbeat")
         try:
             self.source.start()
+            log.info("%s: started (pid %d)", getattr(self.source, "name", "worker"), os.getpid())
             beat.start()
             self._loop()
             self._drain()
@@ -180,6 +182,7 @@ class Worker:
             cancel.set()
         self._started += 1
         self._set_status("working", claimed)
+        log.info("%s: claimed (attempt %d)", claimed.key, claimed.attempt)
 
         def body() -> None:
             try:

@@ -164,6 +164,7 @@ class Leader:
         self.opts = opts
         self.say = on_line
         self.procs: dict[str, WorkerProc] = {}
+        self.told: set[int] = set()  # pids of exited workers whose exit was reported
         self.stop_reason: str | None = None
         self.log_dir = store.paths(team).dir / "logs"
         self.log_dir.mkdir(exist_ok=True)
@@ -224,6 +225,11 @@ class Leader:
             code = wp.proc.returncode if wp.proc else None
             if code == 0 or summary["drained"]:
                 continue
+            if wp.proc is not None and wp.proc.pid not in self.told:
+                self.told.add(wp.proc.pid)  # once per process: this runs every tick
+                tail = log_tail(wp.log)
+                self.say(f"{name} exited ({code}); the end of its log {wp.log}:\n{tail}" if tail else
+                         f"{name} exited ({code}) with an empty log {wp.log}")
             if self.opts.restart and wp.restarts < 5:
                 self.say(f"{name} exited ({code}); restarting")
                 self.start_worker(name)
@@ -280,7 +286,7 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
     Returns the final summary plus ``team``, ``planned_by`` and ``laggards`` (workers that did not ACK).
     """
     def line(text: str) -> None:  # every progress line may carry task data: escaped for the terminal
-        on_line(visible(text))
+        on_line(visible(text, keep_newlines=True))
 
     opts.repo = repo_root(opts.repo)
     if opts.workers < 1 or opts.workers > 64:
@@ -364,6 +370,18 @@ def integration_state(store: FileStore, team: str, repo: Path) -> dict[str, Any]
     return {"branch": branch, "base": base, "tip": tip, "ahead": ahead}
 
 
+def log_tail(path: Path, lines: int = 6) -> str:
+    """The last ``lines`` lines of a worker's log, indented (escaped when shown: they carry task data)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(f"    {ln}" for ln in text.rstrip().splitlines()[-lines:])
+
+
 class Progress:
     """A live rich table on a terminal; otherwise one line per claim, completion or failure."""
 
@@ -371,6 +389,7 @@ class Progress:
         self.store, self.team, self.on_line = store, team, on_line
         self.cursor = 0
         self.t0 = time.monotonic()
+        self.notes: dict[str, str] = {}  # worker -> "no output from codex for 45 s", until it is heard again
         self.live = None
         if live:
             from rich.live import Live
@@ -381,16 +400,27 @@ class Progress:
     def update(self, summary: dict[str, Any]) -> None:
         page = self.store.read_events(self.team, cursor=self.cursor,
                                       types=["task_claimed", "task_completed", "task_failed", "claim_expired",
-                                             "task_released"])
+                                             "task_released", "worker_activity"])
         self.cursor = page.cursor
-        if self.live is not None:
-            self.live.update(self._table(summary))
-            return
+        lines = []
         for ev in page.events:
+            if ev.type == "worker_activity":
+                if ev.data.get("kind") == "silent":
+                    self.notes[ev.worker or ""] = f"task {ev.task_id}: {ev.data.get('text')}"
+                    lines.append(f"task {ev.task_id}: {ev.data.get('text')} ({ev.worker})")
+                else:
+                    self.notes.pop(ev.worker or "", None)  # heard from again
+                continue
+            self.notes.pop(ev.worker or "", None)
             what = {"task_claimed": "claimed", "task_completed": "completed", "task_failed": "FAILED",
                     "claim_expired": "lost (reclaimed)", "task_released": "sent back"}[ev.type]
             extra = f": {ev.reason}" if ev.reason else ""
-            self.on_line(f"{time.monotonic() - self.t0:7.1f}s  task {ev.task_id} {what} by {ev.worker}{extra}")
+            lines.append(f"task {ev.task_id} {what} by {ev.worker}{extra}")
+        if self.live is not None:
+            self.live.update(self._table(summary))
+            return
+        for text in lines:
+            self.on_line(f"{time.monotonic() - self.t0:7.1f}s  {text}")
 
     def _table(self, summary: dict[str, Any]) -> Any:
         from rich.console import Group
@@ -403,12 +433,13 @@ class Progress:
         def cell(value: object) -> Text:  # plain text, escaped: neither rich markup nor escapes from the data
             return Text(visible(value))
 
-        wt = Table("worker", "state", "task", "heartbeat", "turns", "tokens",
+        wt = Table("worker", "state", "task", "heartbeat", "turns", "tokens", "note",
                    title=cell(f"team {self.team} — {head} — {summary.get('tokens', 0)} tokens"), title_justify="left")
         for w in summary["workers"]:
             age = "—" if w["heartbeat_age_ms"] is None else f"{w['heartbeat_age_ms'] / 1000:.1f}s"  # live: seconds
             wt.add_row(cell(w["name"]), cell(f"{w['state']}{' (stale)' if w['stale'] else ''}"),
-                       cell(w["current_task_id"] or "—"), age, cell(w["turn_count"]), cell(w.get("tokens", 0)))
+                       cell(w["current_task_id"] or "—"), age, cell(w["turn_count"]), cell(w.get("tokens", 0)),
+                       cell(self.notes.get(w["name"], "")))
         return Group(wt)
 
     def close(self) -> None:

@@ -120,3 +120,39 @@ def test_the_plan_syntax_is_in_the_help() -> None:
                          env={**os.environ, "COLUMNS": "200"}).stdout
     out = " ".join(out.split())
     assert "after #1" in out and "depends on task 3" in out and "[x]" in out
+
+
+def test_a_silent_agent_is_named_in_the_progress_lines(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, ["bash", "-c", "sleep 3.5; echo late > late.txt; echo done"])
+    r = run(repo, "team", "start", "wait", "--workers", "1", "--planner", "heuristic", "--team", "quiet",
+            extra={"OMX_SILENT_AFTER_S": "1"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    silent = [ln for ln in r.stdout.splitlines() if "no output from bash for" in ln]
+    assert silent and silent[0].strip().split("  ", 1)[1].startswith("task 1: no output from bash for "), r.stdout
+    assert silent[0].endswith("(worker-1)")
+    assert len(silent) >= 2  # said again while it stays quiet
+
+
+def test_a_worker_that_dies_shows_the_end_of_its_log(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    repo = make_repo(tmp_path, ["bash", "-c", 'echo "$$" > "$WL_PIDS/agent-$OMX_TASK_ID"; sleep 3; echo ok'])
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMX_", "OPENAI_", "CODEX_"))}
+    env.update(OMX_HOME=str(tmp_path / "omx-home"), WL_PIDS=str(pids))
+    leader = subprocess.Popen([OMX, "team", "start", "one task", "--workers", "2", "--planner", "heuristic",
+                               "--team", "dies"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(pids.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    state = json.loads((repo / ".omx/state/team/dies/tasks/task-1.json").read_text())
+    owner = state["owner"]
+    identity = json.loads((repo / f".omx/state/team/dies/workers/{owner}/identity.json").read_text())
+    os.kill(identity["pid"], signal.SIGKILL)
+    out, err = leader.communicate(timeout=120)
+    log = repo / ".omx/state/team/dies/logs" / f"{owner}.log"
+    assert f"{owner} exited (-9); the end of its log {log}:" in out, out + err
+    assert "    " in out.split(f"the end of its log {log}:", 1)[1].splitlines()[1]  # its last lines, indented

@@ -68,8 +68,40 @@ def check_tools(report: Report) -> None:
                                                            f"outdated {', '.join(outdated)}" if outdated else "") if x)
               + " — run omx setup")
     report.add("skills", not (missing or outdated), detail, level="warning")
+    check_model_account(report)
     tmux = shutil.which("tmux")
     report.add("tmux", tmux is not None, tmux or "tmux not found (only needed for --tmux)", level="info")
+
+
+def check_model_account(report: Report, env: dict[str, str] | None = None) -> None:
+    """Can Codex reach a model: an account (auth.json), a key variable, or a provider's ``env_key``; and,
+    for a provider with a ``base_url``, does its host accept a connection (2 s, no request sent)."""
+    from urllib.parse import urlsplit
+
+    from omx.engine.envpolicy import active_provider, model_account
+
+    env = dict(os.environ) if env is None else env
+    ok, detail = model_account(env)
+    report.add("model account", ok, detail, level="warning")
+    _, provider = active_provider(env)
+    url = provider.get("base_url") if provider else None
+    if not isinstance(url, str) or not url:
+        return
+    parts = urlsplit(url)
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    if not host:
+        report.add("model endpoint", False, f"{url}: not a URL with a host", level="warning")
+        return
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            pass
+    except OSError as exc:
+        report.add("model endpoint", False, f"{url}: cannot connect to {host}:{port} ({exc.strerror or exc})",
+                   level="warning")
+        return
+    report.add("model endpoint", True, f"{url}: {host}:{port} accepts connections", level="info")
 
 
 def check_state(root: Path, report: Report, *, fix: bool = False) -> None:

@@ -156,3 +156,32 @@ def test_a_worker_that_dies_shows_the_end_of_its_log(tmp_path: Path) -> None:
     log = repo / ".omx/state/team/dies/logs" / f"{owner}.log"
     assert f"{owner} exited (-9); the end of its log {log}:" in out, out + err
     assert "    " in out.split(f"the end of its log {log}:", 1)[1].splitlines()[1]  # its last lines, indented
+
+
+def test_doctor_checks_the_model_account_and_the_endpoint(tmp_path: Path) -> None:
+    import socket
+
+    repo = make_repo(tmp_path, ["bash", "-c", "echo ok"])
+
+    def checks(home: Path, **extra: str) -> dict[str, dict[str, object]]:
+        r = run(repo, "doctor", "--json", codex_home=home, extra=extra)
+        return {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+
+    empty = tmp_path / "empty-home"
+    empty.mkdir()
+    got = checks(empty)
+    assert got["model account"]["ok"] is False and "codex login" in str(got["model account"]["detail"])
+    assert checks(empty, OPENAI_API_KEY="sk-test")["model account"]["ok"] is True
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        home = tmp_path / "gw-home"
+        home.mkdir()
+        (home / "config.toml").write_text(f'model_provider = "gw"\n[model_providers.gw]\nname = "gw"\n'
+                                          f'base_url = "http://127.0.0.1:{port}/v1"\nenv_key = "GW_KEY"\n')
+        got = checks(home, GW_KEY="k")
+        assert got["model account"]["ok"] is True and "GW_KEY is set" in str(got["model account"]["detail"])
+        assert got["model endpoint"]["ok"] is True
+    got = checks(home, GW_KEY="k")  # the listener is gone
+    assert got["model endpoint"]["ok"] is False and "cannot connect" in str(got["model endpoint"]["detail"])

@@ -7,78 +7,32 @@ a path (workspace keys are sanitized) or the template source.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omx.engine.hooks import HookContext, HookFailed, HookRunner, run_hook
-from omx.engine.integration import (
-    IntegrationResult,
-    IntegrationTarget,
-    added_files,
-    ensure_branch,
-    integrate,
-    integrated_commit,
-    is_ancestor,
-    markers_in_commit,
-    merge_tip_into,
-)
+from omx.engine.completion import integrate_attempt, integration_feedback, make_verifier
+from omx.engine.hooks import HookContext, HookFailed, HookRunner
+from omx.engine.integration import IntegrationTarget, ensure_branch, integrated_commit, merge_tip_into
 from omx.engine.runtimes.base import RunRequest, RunResult, Runtime, RuntimeEvent, make_runtime
 from omx.engine.runtimes.base import agent_env as agent_env  # re-exported: callers import it from here
-from omx.engine.settings import IntegrationSettings, RuntimeSettings
+from omx.engine.settings import RuntimeSettings
 from omx.engine.slots import MachineSlots
 from omx.engine.source import Activity, Claimed, LeaseLost, WorkSource
 from omx.engine.workflow import Workflow
-from omx.engine.workspaces import Workspace, _rev, commit_changes, prepare_workspace, release_workspace
+from omx.engine.workspaces import Workspace, commit_changes, prepare_workspace, release_workspace
 from omx.errors import InvalidInput, OmxError
 
 log = logging.getLogger("omx.worker")
-#: The verification output an agent is shown (its tail), in characters.
-FEEDBACK_OUTPUT_MAX = 4000
 #: An agent with no event for this long is reported as silent (again at each further multiple).
 SILENT_S = float(os.environ.get("OMX_SILENT_AFTER_S") or 30)
 SILENCE_CHECK_S = min(5.0, SILENT_S / 3)
 
-
-class _VerifyCancelled(Exception):
-    """The worker was told to stop while the verification ran."""
-
-
-def integration_feedback(note: dict[str, Any] | None, conflicts: list[str], target: IntegrationTarget | None,
-                         settings: IntegrationSettings) -> str:
-    """What the agent must know about integration, appended to its prompt ("" when nothing).
-
-    ``note``: why the previous attempt was sent back; ``conflicts``: paths that hold conflict markers
-    now. Paths and output are untrusted data: they are shown, never interpreted.
-    """
-    if not note and not conflicts:
-        return ""
-    note = note or {}
-    note_status = note.get("status")
-    lines = ["", "", "---", "omx — integration (read this before you start):"]
-    if conflicts or note_status == "conflict":
-        paths = conflicts or [str(p) for p in note.get("paths") or []]
-        branch = target.branch if target else "the integration branch"
-        lines.append(
-            f"This task's earlier work conflicts with what other tasks have since added to {branch}. "
-            "That branch is merged into this worktree, and git left conflict markers (<<<<<<<, =======, "
-            f">>>>>>>) in: {', '.join(paths[:50])}. Resolve every conflict so that both sides' intents are kept, "
-            "remove every marker, and do not abort the merge; omx commits and integrates the result.")
-    if note_status == "verify_failed":
-        lines.append(f"The merged tree failed the verification command ({settings.verify!r}). "
-                     "The end of its output:")
-        lines += ["```", str(note.get("output") or "")[-FEEDBACK_OUTPUT_MAX:], "```",
-                  "Fix the cause in this worktree; the verification runs again on the merged result."]
-    failures = int(note.get("failures") or 0)
-    lines.append(f"Integration attempt {failures + 1} of {settings.max_attempts}.")
-    return "\n".join(lines) + "\n"
 
 def check_runtime(settings: RuntimeSettings, env: dict[str, str] | None = None) -> None:
     """Refuse to start a worker whose agent program cannot be found on the agent's ``PATH``.
@@ -262,78 +216,16 @@ class Runner:
     def _integrate(self, claimed: Claimed, ws: Workspace, outcome: Outcome, conflicts: list[str],
                    cancel: threading.Event, ctx: HookContext) -> Outcome:
         """Merge a completed attempt into the team's integration branch, or send it back (or fail it)."""
-        target = self.cfg.integration
-        assert target is not None
-        cfg = self.settings.integration
-        result = outcome.result
-        note = claimed.integration or {}
-        head = result.get("commit")
-        if head is None and not ws.new_branch:
-            head = _rev(ws.path, "HEAD")  # a retried branch: its earlier attempts' commits
-            if is_ancestor(ws.path, head, ensure_branch(target)):
-                head = None  # nothing beyond what is integrated already
-        if head is None:
-            result["integration"] = {"status": "unchanged", "branch": target.branch}
-            return outcome
-        was_conflict = bool(conflicts) or note.get("status") == "conflict"
-        check = sorted({*conflicts, *(note.get("paths") or [])}) if was_conflict else []
-        left = markers_in_commit(ws.path, head, check)
-        if left:
-            r = IntegrationResult("conflict", paths=left)
-        else:
-            message = (f"omx: integrate {claimed.key}: {claimed.title[:200]}\n\n"
-                       f"Team: {self.cfg.namespace}\nWorker: {self.cfg.worker}\n")
-            verify = self._verifier(ctx, target, cancel) if cfg.verify else None
-            try:
-                r = integrate(target, claimed.key, head, message, author=self.cfg.worker, verify=verify,
-                              worktree=self.settings.worktree)
-            except _VerifyCancelled:
-                return Outcome("released", result, "interrupted during verification")
-            except OmxError as exc:
-                return Outcome("failed", result, f"integration: {exc.message}")
-        if r.ok:
-            if r.status == "merged" and r.previous and r.commit:
-                r.files = added_files(self.cfg.repo, r.previous, r.commit)
-            result["integration"] = r.to_dict(target.branch)
-            at = (r.commit or "")[:12]
-            self.source.emit(claimed, Activity("progress", f"integrated into {target.branch} at {at}"))
-            return outcome
-        failures = int(note.get("failures") or 0) + 1
-        info = {**r.to_dict(target.branch), "failures": failures, "max_attempts": cfg.max_attempts,
-                "task_commit": head}
-        result["integration"] = info
-        code = "merge_conflict" if r.status == "conflict" else "verify_failed"
-        what = (f"{code}: {', '.join(r.paths[:20])}" if r.status == "conflict"
-                else f"{code}: {cfg.verify!r} failed on the merged tree")
-        if failures >= cfg.max_attempts:
-            result["error_code"] = code
-            return Outcome("failed", result, f"{what} (after {failures} attempts; the work is kept on {ws.branch})")
-        self.source.emit(claimed, Activity("progress", f"{what}; sent back for attempt {failures + 1}"))
-        return Outcome("released", result, what, note=info)
-
-    def _verifier(self, ctx: HookContext, target: IntegrationTarget,
-                  cancel: threading.Event) -> Callable[[Path, str], tuple[bool, str]]:
-        cfg = self.settings.integration
-        script = cfg.verify
-        timeout_ms = cfg.verify_timeout_ms or self.settings.hooks.timeout_ms
-
-        def verify(path: Path, commit: str) -> tuple[bool, str]:
-            extra = {**ctx.extra, "OMX_INTEGRATION_BRANCH": target.branch, "OMX_INTEGRATION_COMMIT": commit}
-            vctx = dataclasses.replace(ctx, extra=extra)
-            res = run_hook("verify", script, path, vctx.env(), vctx.facts(), timeout_ms, cancel=cancel,
-                           pass_env=self.settings.hooks.pass_env)  # the hooks' environment rules
-            if res.cancelled:
-                raise _VerifyCancelled
-            log.log(logging.INFO if res.ok else logging.WARNING, "%s (%s)", res.describe(), commit[:12])
-            parts = [res.describe()]
-            if res.stdout_tail.strip():
-                parts.append(res.stdout_tail.rstrip())
-            if res.stderr_tail.strip():
-                parts.append(res.stderr_tail.rstrip())
-            text = "\n".join(parts)
-            return res.ok, text if len(text) <= FEEDBACK_OUTPUT_MAX else "…" + text[-FEEDBACK_OUTPUT_MAX:]
-
-        return verify
+        assert self.cfg.integration is not None
+        verdict = integrate_attempt(
+            self.cfg.integration, self.settings, ws, key=claimed.key, title=claimed.title,
+            namespace=self.cfg.namespace, worker=self.cfg.worker, result=outcome.result,
+            note=claimed.integration or {}, conflicts=conflicts,
+            verify=make_verifier(self.settings, ctx, self.cfg.integration, cancel, log),
+        )
+        if verdict.progress:
+            self.source.emit(claimed, Activity("progress", verdict.progress))
+        return Outcome(verdict.status, outcome.result, verdict.error, note=verdict.note)
 
     def _run_agent(self, claimed: Claimed, prompt: str, ws: Workspace, cancel: threading.Event) -> RunResult:
         rt = self.settings.runtime

@@ -193,6 +193,8 @@ def handle(args: list[str], stdin: Any = None) -> tuple[dict[str, Any] | str, in
 
         spec = OPERATIONS.get(op_name)
         if spec is None:
+            spec = all_operations().get(op_name)  # the engine's (git) operations, imported only when asked
+        if spec is None:
             raise errors.UnknownOperation(
                 f"unknown operation {op_name!r}; see omx team api --list", known=sorted(OPERATIONS)
             )
@@ -220,9 +222,17 @@ def _call(spec: Any, payload: dict[str, Any], root_opt: str | None) -> Any:
     return spec.call(FileStore(root), payload)
 
 
-def _list() -> dict[str, Any]:
-    from omx.errors import ERROR_CODES
+def all_operations() -> dict[str, Any]:
+    """Every ``team api`` operation: the state layer's, and the engine's that run git
+    (:mod:`omx.engine.team_api` registers them when imported)."""
+    import omx.engine.team_api  # noqa: F401 - registers prepare-task-worktree, finish-task
     from omx.state.api import OPERATIONS
 
-    ops = [{"name": o.name, "summary": o.summary, "omx_extension": o.ours} for o in OPERATIONS.values()]
+    return OPERATIONS
+
+
+def _list() -> dict[str, Any]:
+    from omx.errors import ERROR_CODES
+
+    ops = [{"name": o.name, "summary": o.summary, "omx_extension": o.ours} for o in all_operations().values()]
     return _envelope("", data={"operations": ops, "usage": USAGE, "error_codes": ERROR_CODES})

@@ -549,3 +549,63 @@ def test_a_claim_taken_over_from_another_host_works_in_a_worktree_of_its_own(new
     assert show(rig, "here.txt") == str(mine)
     assert (theirs.path / "wip.txt").read_text() == "the other host's agent is writing here\n"  # untouched
     assert not (theirs.path / "here.txt").exists()
+
+
+# --- a Codex session's worker: the same path through omx team api --------------------------------
+
+
+def api(rig: Rig, op: str, **payload: Any) -> tuple[dict[str, Any], int]:
+    r = cli(rig, "team", "api", op, "--root", str(rig.root), "--input", json.dumps(payload), "--json")
+    return json.loads(r.stdout), r.returncode
+
+
+def test_a_session_worker_prepares_a_worktree_and_finishes_through_integration(rig: Rig) -> None:
+    write_workflow(rig, runtime={"kind": "command", "command": bash("echo unused")})
+    (rig.repo / "shared.txt").write_text("value = 0\n")
+    git(rig.repo, "add", "shared.txt")
+    git(rig.repo, "commit", "-qm", "shared")
+    one = rig.store.create_task(rig.team, "set one").id
+    two = rig.store.create_task(rig.team, "set two").id
+    claimed = {}
+    for worker, tid in (("worker-1", one), ("worker-2", two)):
+        got, code = api(rig, "claim-task", team_name="alpha", task_id=tid, worker=worker)
+        assert code == 0, got
+        claimed[tid] = (worker, got["data"]["claimToken"])
+    paths = {}
+    for tid, (worker, token) in claimed.items():
+        got, code = api(rig, "prepare-task-worktree", team_name="alpha", task_id=tid, worker=worker,
+                        claim_token=token, repo=str(rig.repo))
+        assert code == 0, got
+        data = got["data"]
+        assert data["branch"] == f"omx/alpha/task-{tid}" and data["conflicts"] == [] and data["feedback"] == ""
+        assert Path(data["path"]).resolve().is_relative_to(rig.worktrees.resolve())
+        paths[tid] = Path(data["path"])
+        (paths[tid] / "shared.txt").write_text(f"value = {tid}\n")  # both change the same line
+
+    w1, t1 = claimed[one]
+    got, code = api(rig, "finish-task", team_name="alpha", task_id=one, worker=w1, claim_token=t1,
+                    summary="set it to 1", repo=str(rig.repo))
+    assert code == 0 and got["data"]["status"] == "completed", got
+    assert got["data"]["integration"]["status"] == "merged" and show(rig, "shared.txt") == "value = 1"
+    w2, t2 = claimed[two]
+    got, code = api(rig, "finish-task", team_name="alpha", task_id=two, worker=w2, claim_token=t2,
+                    summary="set it to 2", repo=str(rig.repo))
+    assert code == 0 and got["data"]["status"] == "sent_back", got
+    assert got["data"]["error"] == "merge_conflict: shared.txt" and rig.task(two).status == "pending"
+
+    got, code = api(rig, "claim-task", team_name="alpha", task_id=two, worker=w2)
+    token = got["data"]["claimToken"]
+    got, code = api(rig, "prepare-task-worktree", team_name="alpha", task_id=two, worker=w2, claim_token=token,
+                    repo=str(rig.repo))
+    data = got["data"]
+    assert data["conflicts"] == ["shared.txt"] and "conflict markers" in data["feedback"]
+    assert "<<<<<<<" in (paths[two] / "shared.txt").read_text()
+    (paths[two] / "shared.txt").write_text("value = 1\nvalue = 2\n")
+    got, code = api(rig, "finish-task", team_name="alpha", task_id=two, worker=w2, claim_token=token,
+                    summary="kept both", repo=str(rig.repo))
+    assert code == 0 and got["data"]["status"] == "completed", got
+    assert show(rig, "shared.txt") == "value = 1\nvalue = 2"
+    assert len(merges_of(rig, f"task-{two}")) == 1
+    # Only the holder may finish: a wrong token is refused, and nothing moves.
+    bad, code = api(rig, "finish-task", team_name="alpha", task_id=two, worker=w2, claim_token="0" * 32)
+    assert code == 1 and bad["error"]["code"] == "already_terminal"

@@ -41,10 +41,14 @@ def _repo(store: FileStore, given: str | None) -> Path:
         start = store.root.parent.parent
     else:
         start = Path.cwd()
-    out = subprocess.run(["git", "-C", str(start), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
-    if out.returncode != 0:
+    out = subprocess.run(["git", "-C", str(start), "rev-parse", "--path-format=absolute", "--show-toplevel",
+                          "--git-common-dir"], capture_output=True, text=True)
+    lines = out.stdout.split("\n")
+    if out.returncode != 0 or len(lines) < 2:
         raise InvalidInput(f"{start} is not inside a git repository (pass repo)", field="repo")
-    return Path(out.stdout.strip()).resolve()
+    top, common = Path(lines[0]), Path(lines[1])
+    # Called from inside a task's worktree: the repository is the one the worktree belongs to.
+    return (common.parent if common.name == ".git" else top).resolve()
 
 
 def _setup(store: FileStore, a: dict[str, Any]) -> tuple[Any, Path, Any, Any]:

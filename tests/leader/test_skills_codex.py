@@ -92,26 +92,46 @@ def test_setup_skills_reach_the_model_under_available_skills(
         assert f"{name}/SKILL.md" in line.group(1)
 
 
+_HEREDOC = re.compile(r"omx team api ([a-z-]+) --input - --json <<'JSON'\n(.*?)\nJSON", re.S)
+
+
 def skill_api_calls() -> list[tuple[str, str, str]]:
-    """Every ``omx team api OP --input '<json>'`` in the three skills, as (skill, operation, json text)."""
+    """Every ``omx team api OP`` call in the three skills with its JSON (``--input '<json>'`` or a quoted
+    heredoc), as (skill, operation, json text)."""
     calls = []
     for name in SKILLS:
         text = (skills_source() / name / "SKILL.md").read_text()
         calls += [(name, op, js) for op, js in re.findall(r"omx team api ([a-z-]+) --input '([^']*)'", text)]
+        calls += [(name, op, js) for op, js in _HEREDOC.findall(text)]
     return calls
 
 
 def test_every_team_api_call_in_the_skills_is_accepted_as_written() -> None:
-    from omx.state.api import OPERATIONS
+    from omx.cli.api import all_operations
     from omx.state.apispec import parse_input
 
+    operations = all_operations()
     calls = skill_api_calls()
     assert {name for name, _, _ in calls} == {"team", "worker"}, "a skill lost (or gained) its api examples"
+    assert {"prepare-task-worktree", "finish-task", "update-worker-heartbeat", "read-config"} <= \
+        {op for _, op, _ in calls}
     for name, op, js in calls:
-        assert op in OPERATIONS, f"${name}: no operation {op!r}"
+        assert op in operations, f"${name}: no operation {op!r}"
         payload = json.loads(js)  # placeholders such as "<id>" are strings where the API wants strings
-        spec = OPERATIONS[op]
+        spec = operations[op]
         parse_input(op, spec.fields, payload, allow_extra=spec.allow_extra)  # raises InvalidInput by name
+
+
+def test_the_worker_skill_renews_by_the_lease_and_quotes_free_text() -> None:
+    text = (skills_source() / "worker" / "SKILL.md").read_text()
+    assert "data.config.lease_ms" in text and "every third of it" in text
+    # Every call that carries free text (summary, error, reason, body) is a quoted heredoc: an apostrophe
+    # in a summary cannot break it.
+    for op, js in re.findall(r"omx team api ([a-z-]+) --input '([^']*)'", text):
+        payload = json.loads(js)
+        assert not {"summary", "error", "reason"} & set(payload), op
+        assert "body" not in payload or payload["body"] == "ACK: ME initialized", op
+    assert "OMX_TEAM_WORKER=alpha/worker-2 codex exec '$worker'" in text  # how a session is started
 
 
 def test_skill_waits_fit_in_one_codex_shell_call() -> None:
@@ -125,10 +145,18 @@ def test_skill_waits_fit_in_one_codex_shell_call() -> None:
 
 
 def skill_commands(request: RecordedRequest) -> list[str]:
-    """The ``omx team api`` lines of the $worker SKILL.md that Codex injected into the conversation."""
+    """The ``omx team api`` commands of the $worker SKILL.md that Codex injected into the conversation
+    (a quoted heredoc command with its JSON line and terminator)."""
     for text in request.user_texts():
         if "<name>worker</name>" in text:
-            return [line.strip() for line in text.splitlines() if line.strip().startswith("omx team api ")]
+            lines = [line.strip() for line in text.splitlines()]
+            out = []
+            for i, line in enumerate(lines):
+                if line.startswith("omx team api ") and line.endswith("<<'JSON'"):
+                    out.append("\n".join(lines[i:i + 3]))
+                elif line.startswith("omx team api "):
+                    out.append(line)
+            return out
     raise AssertionError("Codex did not inject the $worker skill into the conversation")
 
 
@@ -142,10 +170,12 @@ def api_reply(output: str) -> dict[str, Any]:
 
 
 def fill(template: str, values: dict[str, Any]) -> str:
-    """A skill command line with TEAM, ME and the ``<...>`` placeholders filled in, re-quoted for the shell."""
+    """A skill command with TEAM, ME and the ``<...>`` placeholders filled in, re-quoted for the shell."""
     m = re.fullmatch(r"omx team api ([a-z-]+) --input '(.*)' --json", template)
-    assert m, f"a skill command is not of the form omx team api OP --input '<json>' --json: {template}"
-    payload = json.loads(m.group(2))  # the skill's JSON must be valid as written
+    here = re.fullmatch(r"omx team api ([a-z-]+) --input - --json <<'JSON'\n(.*)\nJSON", template, re.S)
+    assert m or here, f"a skill command is neither --input '<json>' nor a quoted heredoc: {template}"
+    op, js = (m or here).groups()  # type: ignore[union-attr]
+    payload = json.loads(js)  # the skill's JSON must be valid as written
 
     def sub(v: Any) -> Any:
         if isinstance(v, list):
@@ -162,7 +192,10 @@ def fill(template: str, values: dict[str, Any]) -> str:
         assert "<" not in v, f"unfilled placeholder {v!r} in {template}"
         return v
 
-    return f"omx team api {m.group(1)} --input {shlex.quote(json.dumps(sub(payload)))} --json"
+    filled = json.dumps(sub(payload))
+    if here:
+        return f"omx team api {op} --input - --json <<'JSON'\n{filled}\nJSON"
+    return f"omx team api {op} --input {shlex.quote(filled)} --json"
 
 
 class WorkerPlayer:
@@ -174,23 +207,24 @@ class WorkerPlayer:
 
     FILE = "calc.py"
     SOURCE = "def add(a, b):\n    return a + b\n"
-    SUMMARY = "Added calc.add in calc.py."
+    SUMMARY = "Added calc.add in calc.py; it's tested by hand."  # an apostrophe: the heredoc carries it
 
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}
         self.problems: list[str] = []
         self.steps: list[Callable[[list[str], RecordedRequest], Turn]] = [
-            self.who_am_i, self.ack, self.go_idle, self.claim, self.go_working, self.do_the_work,
-            self.complete, self.go_idle, self.done,
+            self.who_am_i, self.read_config, self.ack, self.go_idle, self.heartbeat, self.claim, self.go_working,
+            self.prepare, self.do_the_work, self.finish, self.go_idle, self.done,
         ]
+        self.no_reply = {1, 9}  # outputs that are not an omx team api answer (printenv, the work)
 
     def __call__(self, request: RecordedRequest) -> Turn:
         outputs = request.function_call_outputs()
         step = len(outputs)
         try:
-            if step > 1:  # every step after the first is an omx team api call: it must have said ok
-                reply = api_reply(outputs[-1]) if step != 6 else None
-                if reply is not None and not reply["ok"]:
+            if step > 1 and step not in self.no_reply:  # an omx team api call: it must have said ok
+                reply = api_reply(outputs[-1])
+                if not reply["ok"]:
                     raise AssertionError(f"the previous call was refused: {reply['error']}")
             return self.steps[step](outputs, request)
         except Exception as exc:
@@ -207,13 +241,20 @@ class WorkerPlayer:
         skill_commands(request)  # fails early if the skill was not injected
         return shell("printenv OMX_TEAM_WORKER")
 
-    def ack(self, outputs: list[str], request: RecordedRequest) -> Turn:
+    def read_config(self, outputs: list[str], request: RecordedRequest) -> Turn:
         team, worker = outputs[-1].strip().splitlines()[-1].split("/")
         self.values.update(TEAM=team, ME=worker)
+        return self.command(request, "read-config")
+
+    def ack(self, outputs: list[str], request: RecordedRequest) -> Turn:
+        self.values["lease_ms"] = api_reply(outputs[-1])["data"]["config"]["lease_ms"]
         return self.command(request, "send-message", "ACK")
 
     def go_idle(self, outputs: list[str], request: RecordedRequest) -> Turn:
         return self.command(request, "write-worker-status", '"state":"idle"')
+
+    def heartbeat(self, outputs: list[str], request: RecordedRequest) -> Turn:
+        return self.command(request, "update-worker-heartbeat", '"turn_count":0')
 
     def claim(self, outputs: list[str], request: RecordedRequest) -> Turn:
         return self.command(request, "claim-next")
@@ -224,17 +265,19 @@ class WorkerPlayer:
         self.values.update({"<id>": data["task"]["id"], "<token>": data["claimToken"]})
         return self.command(request, "write-worker-status", '"state":"working"')
 
-    def do_the_work(self, outputs: list[str], request: RecordedRequest) -> Turn:
-        write = f"printf %s {shlex.quote(self.SOURCE)} > {self.FILE}"
-        commit = f"git add {self.FILE} && git commit -q -m 'task {self.values['<id>']}: calc.add'"
-        return shell(f"{write} && {commit} && git rev-parse --abbrev-ref HEAD && git rev-parse HEAD")
+    def prepare(self, outputs: list[str], request: RecordedRequest) -> Turn:
+        return self.command(request, "prepare-task-worktree")
 
-    def complete(self, outputs: list[str], request: RecordedRequest) -> Turn:
+    def do_the_work(self, outputs: list[str], request: RecordedRequest) -> Turn:
+        data = api_reply(outputs[-1])["data"]
+        assert data["conflicts"] == [] and data["feedback"] == "", data
+        self.values["path"] = data["path"]
+        return shell(f"cd {shlex.quote(data['path'])} && printf %s {shlex.quote(self.SOURCE)} > {self.FILE}")
+
+    def finish(self, outputs: list[str], request: RecordedRequest) -> Turn:
         assert "Process exited with code 0" in outputs[-1], outputs[-1]
-        branch, commit = outputs[-1].strip().splitlines()[-2:]
-        self.values.update({"<what you did, one paragraph>": self.SUMMARY, "<changed files>": [self.FILE],
-                            "<branch>": branch, "<commit>": commit})
-        return self.command(request, "transition-task-status", '"to":"completed"')
+        self.values["<what you did, one paragraph>"] = self.SUMMARY
+        return self.command(request, "finish-task", '"summary"')
 
     def done(self, outputs: list[str], request: RecordedRequest) -> Turn:
         return message(f"Task {self.values['<id>']} completed; I am idle.")
@@ -258,7 +301,8 @@ def test_codex_plays_the_worker_skill_against_a_real_team(
     git(repo, "config", "user.email", "worker@example.invalid")
     git(repo, "config", "user.name", "omx worker")
     (repo / "README.md").write_text("calc\n")
-    git(repo, "add", "README.md")
+    (repo / "WORKFLOW.md").write_text(f"---\nworktree:\n  root: {tmp_path / 'worktrees'}\n---\nTask\n")
+    git(repo, "add", "README.md", "WORKFLOW.md")
     git(repo, "commit", "-q", "-m", "start")
 
     player = WorkerPlayer()
@@ -273,26 +317,32 @@ def test_codex_plays_the_worker_skill_against_a_real_team(
     assert proc.returncode == 0, proc.stderr[-2000:]
     commands = [e["item"] for e in events if e["type"] == "item.completed"
                 and e["item"].get("type") == "command_execution"]
-    assert len(commands) == 8 and all(c["exit_code"] == 0 for c in commands), commands
+    assert len(commands) == 11 and all(c["exit_code"] == 0 for c in commands), commands
     assert "<name>worker</name>" in "\n".join(model.requests[0].user_texts()), "$worker did not inject the skill"
 
     store = FileStore(state)
     task = store.read_task("demo", "1")
-    head = git(repo, "rev-parse", "HEAD")
     assert task.status == "completed" and task.owner == "worker-1" and task.claim is None
-    assert task.result == {"summary": WorkerPlayer.SUMMARY, "files": ["calc.py"], "branch": "main", "commit": head}
-    assert (repo / "calc.py").read_text() == WorkerPlayer.SOURCE
-    assert git(repo, "show", "--name-only", "--format=", "HEAD") == "calc.py"
+    result = task.result
+    assert result["summary"] == WorkerPlayer.SUMMARY
+    assert result["branch"] == "omx/demo/task-1" and result["workspace"] == player.values["path"]
+    assert result["integration"]["status"] == "merged" and result["integration"]["files"] == ["calc.py"]
+    # The work is on the integration branch, and never touched the repository's own checkout.
+    assert git(repo, "show", "omx/demo/integration:calc.py") + "\n" == WorkerPlayer.SOURCE
+    assert not (repo / "calc.py").exists() and git(repo, "status", "--porcelain") == ""
+    assert git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "main"
 
     acks = [m for m in store.mailbox_list("demo", "leader-fixed", include_delivered=True)
             if m.from_worker == "worker-1"]
     assert [m.body for m in acks] == ["ACK: worker-1 initialized"]
 
     evs = store.read_events("demo").events
-    lifecycle = [(e.type, e.worker) for e in evs if e.task_id == "1" and e.type != "worker_state_changed"]
+    lifecycle = [(e.type, e.worker) for e in evs if e.task_id == "1" and e.type not in
+                 ("worker_state_changed", "task_renewed")]
     assert lifecycle == [("task_created", None), ("task_claimed", "worker-1"), ("task_completed", "worker-1")]
     states = [e.data["state"] for e in evs if e.type == "worker_state_changed" and e.worker == "worker-1"]
     assert states == ["idle", "working", "idle"]
     assert store.read_status("demo", "worker-1").state == "idle"
+    assert store.read_heartbeat("demo", "worker-1") is not None
     summary = store.summary("demo")
     assert summary["counts"]["completed"] == 1 and summary["counts"]["pending"] == 1  # task 2 is ready now

@@ -195,9 +195,14 @@ PlannerTimeoutOpt = typer.Option(None, "--planner-timeout", min=1.0,
                                       "WORKFLOW.md planner.timeoutMs, 180 s)")
 
 
+AgentsOpt = typer.Option("omx", "--agents",
+                         help="omx: omx's worker loop runs the agent | codex: each worker is a Codex session "
+                              "following the $worker skill (omx setup installs it)")
+
+
 def _start(goal: str, workers: int, *, swarm: bool, plan: Path | None, planner: str, workflow: Path | None,
            tmux: bool, team: str | None, restart: bool, as_json: bool, root: Path | None, lease_ms: int,
-           planner_timeout: float | None = None) -> None:
+           planner_timeout: float | None = None, agents: str = "omx") -> None:
     import sys
 
     from omx.team.leader import StartOptions, run_team
@@ -207,7 +212,7 @@ def _start(goal: str, workers: int, *, swarm: bool, plan: Path | None, planner: 
     store = _store(root)
     opts = StartOptions(goal=goal, workers=workers, team=team, plan=plan, planner=planner, workflow=workflow,
                         tmux=tmux, restart=restart, swarm=swarm, lease_ms=lease_ms,
-                        planner_timeout_s=planner_timeout)
+                        planner_timeout_s=planner_timeout, agents=agents)
     live = sys.stdout.isatty() and not as_json
 
     def line(text: str) -> None:  # progress lines hold task data (reasons, names): shown escaped
@@ -245,13 +250,15 @@ def start(
     as_json: bool = typer.Option(False, "--json", help="print the final summary as JSON"),
     root: Path | None = RootOpt,
     planner_timeout: float | None = PlannerTimeoutOpt,
+    agents: str = AgentsOpt,
 ) -> None:
     """Decompose GOAL into tasks, start N workers, show progress, and end with a summary.
 
     Exits 0 when every task completed, 1 when any failed (or the run was interrupted).
     """
     _start(goal, workers, swarm=False, plan=plan, planner=planner, workflow=workflow, tmux=tmux, team=team,
-           restart=restart, as_json=as_json, root=root, lease_ms=lease_ms, planner_timeout=planner_timeout)
+           restart=restart, as_json=as_json, root=root, lease_ms=lease_ms, planner_timeout=planner_timeout,
+           agents=agents)
 
 
 def swarm(
@@ -267,10 +274,12 @@ def swarm(
     as_json: bool = typer.Option(False, "--json"),
     root: Path | None = RootOpt,
     planner_timeout: float | None = PlannerTimeoutOpt,
+    agents: str = AgentsOpt,
 ) -> None:
     """Like `omx team start`, pull-only: no pre-assignment, every worker takes the next ready task."""
     _start(goal, workers, swarm=True, plan=plan, planner=planner, workflow=workflow, tmux=tmux, team=team,
-           restart=restart, as_json=as_json, root=root, lease_ms=lease_ms, planner_timeout=planner_timeout)
+           restart=restart, as_json=as_json, root=root, lease_ms=lease_ms, planner_timeout=planner_timeout,
+           agents=agents)
 
 
 @app.command("report")

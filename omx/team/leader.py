@@ -39,6 +39,7 @@ class StartOptions:
     swarm: bool = False  # pull-only: no pre-assignment
     lease_ms: int = 60_000
     planner_timeout_s: float | None = None  # default: WORKFLOW.md's planner.timeoutMs
+    agents: str = "omx"  # omx: omx's worker loop | codex: Codex sessions following $worker
     repo: Path = field(default_factory=Path.cwd)
     shutdown_wait_s: float = 30.0
 
@@ -170,6 +171,8 @@ class Leader:
         self.log_dir.mkdir(exist_ok=True)
 
     def worker_argv(self, name: str) -> list[str]:
+        if self.opts.agents == "codex":
+            return self.codex_argv(name)
         argv = [sys.executable, "-m", "omx", "team", "worker", "--team", self.team, "--name", name,
                 "--root", str(self.store.root), "--repo", str(self.opts.repo), "--until-empty", "-v",
                 # The leader asks for a shutdown only when all is done or the user pressed Ctrl-C: in
@@ -179,9 +182,30 @@ class Leader:
             argv += ["--workflow", str(self.opts.workflow)]
         return argv
 
+    def codex_argv(self, name: str) -> list[str]:
+        """A Codex session that follows ``$worker`` as ``<team>/<name>`` (``--agents codex``)."""
+        from omx.engine.runtimes.codex_common import find_codex
+        from omx.engine.workflow import load_workflow
+
+        rt = load_workflow(self.opts.workflow, self.opts.repo, compile=False).settings.runtime
+        codex = find_codex(dict(os.environ)) or "codex"
+        argv = [codex, "exec", "--json", "--skip-git-repo-check", "--cd", str(self.opts.repo), "--sandbox", rt.sandbox,
+                # A login shell would reset PATH (Debian's /etc/profile) and lose `omx`.
+                "-c", "allow_login_shell=false"]
+        if isinstance(rt.approval_policy, str):
+            argv += ["-c", f'approval_policy="{rt.approval_policy}"']
+        if rt.model:
+            argv += ["-m", rt.model]
+        return [*argv, f"$worker\nYou are {self.team}/{name} (OMX_TEAM_WORKER). Follow the $worker skill: take "
+                       "the team's tasks one at a time until the team is drained or the leader asks you to stop, "
+                       "then stop."]
+
     def start_worker(self, name: str) -> None:
         log = self.log_dir / f"{name}.log"
         env = {**os.environ, "OMX_TEAM_WORKER": f"{self.team}/{name}"}
+        if self.opts.agents == "codex":  # the session runs `omx team api`: this omx, this state
+            env["OMX_TEAM_STATE_ROOT"] = str(self.store.root)
+            env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         if self.opts.tmux:
             import shlex
 
@@ -294,7 +318,9 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
     from omx.team.preflight import preflight
 
     wants_codex_plan = opts.plan is None and opts.planner in ("auto", "codex")
-    checked = preflight(opts.repo, opts.workflow, codex_planner=wants_codex_plan)
+    if opts.agents not in ("omx", "codex"):
+        raise InvalidInput(f"--agents must be omx or codex, not {opts.agents!r}")
+    checked = preflight(opts.repo, opts.workflow, codex_planner=wants_codex_plan, codex_agents=opts.agents == "codex")
     if opts.planner == "codex" and opts.plan is None and not checked.codex_planner and not checked.problems:
         checked.problems.append("--planner codex needs Codex with a model account (see above), or pass "
                                 "--planner heuristic or --plan FILE")

@@ -39,12 +39,15 @@ class Preflight:
             raise PreflightFailed(f"the team cannot start:\n{lines}", problems=self.problems)
 
 
-def preflight(repo: Path, workflow: Path | None, *, codex_planner: bool = False) -> Preflight:
+def preflight(repo: Path, workflow: Path | None, *, codex_planner: bool = False,
+              codex_agents: bool = False) -> Preflight:
     """Check the workflow, the agent program, Codex and its model account for a team in ``repo``.
 
     Args:
         codex_planner: the Codex planner will run (no ``--plan``): Codex and an account are needed
             even when the workers run a ``command`` runtime.
+        codex_agents: the workers are Codex sessions following ``$worker`` (``--agents codex``): Codex,
+            an account and the installed skill are needed whatever the runtime says.
     """
     from omx.engine.envpolicy import model_account
     from omx.engine.runner import agent_env, check_runtime
@@ -59,9 +62,12 @@ def preflight(repo: Path, workflow: Path | None, *, codex_planner: bool = False)
         return out
     runtime = wf.settings.runtime
     env = agent_env(runtime=runtime)
-    uses_codex = runtime.kind != "command"
+    uses_codex = runtime.kind != "command" or codex_agents
+    if codex_agents:
+        out.problems += _skill_problems(env)
     try:
-        check_runtime(runtime, env)
+        if not codex_agents:
+            check_runtime(runtime, env)
     except InvalidInput as exc:
         fix = (f"install it ({CODEX_INSTALL})" if uses_codex and not runtime.command
                else "install it, or fix runtime.command")
@@ -93,6 +99,22 @@ def preflight(repo: Path, workflow: Path | None, *, codex_planner: bool = False)
             out.problems.append(detail)
     out.codex_planner = ok
     return out
+
+
+def _skill_problems(env: dict[str, str]) -> list[str]:
+    """``--agents codex``: the ``$worker`` skill must be installed, and be this omx's."""
+    from omx import setup
+    from omx.engine.envpolicy import codex_home
+
+    installed = Path(codex_home(env)) / "skills" / "worker" / "SKILL.md"
+    ours = setup.skills_source() / "worker" / "SKILL.md"
+    try:
+        if installed.read_bytes() == ours.read_bytes():
+            return []
+        what = "is not this omx's version"
+    except OSError:
+        what = "is not installed"
+    return [f"--agents codex: the $worker skill {what} ({installed})\n    run: omx setup"]
 
 
 def _codex_version(codex: str) -> str | None:

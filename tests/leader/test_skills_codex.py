@@ -24,7 +24,7 @@ import pytest
 from omx.setup import SKILLS, skills_source
 from omx.state.filestore import FileStore
 from tests.fakes.fake_model import FakeModel, RecordedRequest, Turn, fail, message, shell, write_codex_home
-from tests.leader.conftest import api, run_omx
+from tests.leader.conftest import OMX, api, run_omx
 
 pytestmark = pytest.mark.codex
 
@@ -346,3 +346,46 @@ def test_codex_plays_the_worker_skill_against_a_real_team(
     assert store.read_heartbeat("demo", "worker-1") is not None
     summary = store.summary("demo")
     assert summary["counts"]["completed"] == 1 and summary["counts"]["pending"] == 1  # task 2 is ready now
+
+
+def test_omx_team_start_with_codex_agents_runs_a_session_per_worker(
+    tmp_path: Path, codex_bin: Path, agent_env: dict[str, str]
+) -> None:
+    """`omx team start --agents codex`: the worker is a real Codex session playing $worker; the leader
+    monitors, reports and integrates exactly as with its own workers."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "owner@example.invalid")
+    git(repo, "config", "user.name", "repo owner")
+    (repo / "README.md").write_text("calc\n")
+    (repo / "WORKFLOW.md").write_text(f"---\nworktree:\n  root: {tmp_path / 'worktrees'}\n"
+                                      "runtime:\n  sandbox: danger-full-access\n---\nTask\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "start")
+    plan = tmp_path / "plan.md"
+    plan.write_text("- Add calc.add in calc.py\n")
+
+    player = WorkerPlayer()
+    with FakeModel(fallback=player) as model:
+        home = write_codex_home(tmp_path / "codex-home", model.base_url)
+        env = {**agent_env, "CODEX_HOME": str(home), "OMX_HOME": str(tmp_path / "omx-home")}
+        without = subprocess.run([str(OMX), "team", "start", "calc", "--workers", "1", "--plan", str(plan),
+                                  "--agents", "codex", "--team", "nope"], cwd=repo, env=env, capture_output=True,
+                                 text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert without.returncode == 2 and "the $worker skill is not installed" in without.stderr
+        assert "run: omx setup" in without.stderr
+        install_skills(home)
+        r = subprocess.run([str(OMX), "team", "start", "calc", "--workers", "1", "--plan", str(plan),
+                            "--agents", "codex", "--team", "calc", "--json"], cwd=repo, env=env,
+                           capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+
+    assert not player.problems, player.problems
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    summary = json.loads(r.stdout)
+    assert summary["counts"]["completed"] == 1
+    assert "task 1 claimed by worker-1" in r.stderr and "task 1 completed by worker-1" in r.stderr
+    assert git(repo, "show", "omx/calc/integration:calc.py") + "\n" == WorkerPlayer.SOURCE
+    assert git(repo, "status", "--porcelain") == ""  # the user's checkout was not worked in
+    log = (repo / ".omx/state/team/calc/logs/worker-1.log").read_text()
+    assert '"type":"turn.completed"' in log.replace(" ", "")  # the session's own events, in its log

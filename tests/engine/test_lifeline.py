@@ -139,8 +139,11 @@ import os, subprocess, sys
 from omx.engine.runtimes import lifeline
 env = lifeline.tagged({"PATH": "/usr/bin:/bin"})
 child = subprocess.Popen(["sleep", "600"], env=env, start_new_session=True)
-nested = subprocess.Popen(["sh", "-c", "setsid sleep 600 & echo $!; wait"], env=env, start_new_session=True,
-                          stdout=subprocess.PIPE, text=True)
+# A grandchild in a session of its own: no group the keeper was told of holds it, only the tag does.
+spawn = ("import subprocess; p = subprocess.Popen(['sleep', '600'], start_new_session=True); "
+         "print(p.pid, flush=True); p.wait()")
+nested = subprocess.Popen([sys.executable, "-c", spawn], env=env, start_new_session=True, stdout=subprocess.PIPE,
+                          text=True)
 print(child.pid, nested.pid, nested.stdout.readline().strip(), flush=True)
 import time
 time.sleep(600)
@@ -156,16 +159,21 @@ def test_children_killed_before_the_keeper_heard_of_them_die_with_the_worker(tmp
     load = _busy(3)
     try:
         for _ in range(20):
-            worker = subprocess.Popen([sys.executable, "-c", UNTRACKED], stdout=subprocess.PIPE, text=True,
-                                      cwd=tmp_path, env={**os.environ, "OMX_LIFELINE": "keeper"})
-            assert worker.stdout is not None
-            pids = [int(p) for p in worker.stdout.readline().split()]
-            assert len(pids) == 3 and all(pid_alive(p) for p in pids)
-            tag = lifeline.worker_tag(worker.pid)
-            assert sorted(lifeline.processes_tagged(tag)) == sorted(pids)
-            worker.kill()
-            worker.wait()
-            worker.stdout.close()
+            with subprocess.Popen([sys.executable, "-c", UNTRACKED], stdout=subprocess.PIPE, text=True,
+                                  cwd=tmp_path, env={**os.environ, "OMX_LIFELINE": "keeper"}) as worker:
+                assert worker.stdout is not None
+                pids = [int(p) for p in worker.stdout.readline().split()]
+                try:
+                    assert len(pids) == 3 and all(pid_alive(p) for p in pids)
+                    tag = lifeline.worker_tag(worker.pid)
+                    # (a process that is still inside its exec shows no environment for a moment)
+                    until = time.monotonic() + 5
+                    while sorted(lifeline.processes_tagged(tag)) != sorted(pids) and time.monotonic() < until:
+                        time.sleep(0.01)
+                    assert sorted(lifeline.processes_tagged(tag)) == sorted(pids)
+                finally:
+                    worker.kill()
+                    worker.wait()
             assert all(_wait_gone(p) for p in pids), [p for p in pids if pid_alive(p)]
             assert lifeline.processes_tagged(tag) == []
     finally:

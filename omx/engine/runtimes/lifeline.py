@@ -60,10 +60,12 @@ import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGHUP, signal.SIG_IGN)
 groups = set()
+clean = False  # the worker said goodbye: it is exiting on purpose, not dying
 for line in sys.stdin.buffer:
     op, _, pid = line.strip().partition(b" ")
     if pid.isdigit():
         (groups.add if op == b"+" else groups.discard)(int(pid))
+    clean = op == b"bye"
 import time
 NEEDLE = TAG_ENV.encode() + b"=" + TAG.encode() + b"\0"
 def tagged():  # children that carry this worker's tag, listed or not (the spawn-to-track window)
@@ -82,12 +84,22 @@ def tagged():  # children that carry this worker's tag, listed or not (the spawn
         except OSError:
             pass
     return found
-strays = tagged()
-for pid in strays:  # a stray's own group, and the stray itself should it be in a foreign one
-    try:
-        groups.add(os.getpgid(pid))
-    except OSError:
-        pass
+# A child caught in the middle of its exec shows an empty environment for a moment: look again shortly
+# after, and again at the end, so that a child spawned just before the worker died is not missed.
+strays = set()
+def sweep(sig):
+    for pid in tagged() - strays:
+        strays.add(pid)
+        try:
+            groups.add(os.getpgid(pid))  # a stray's own group, and the stray itself in a foreign one
+        except OSError:
+            pass
+    for pid in strays:
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+sweep(signal.SIGTERM)
 def gone(pid):  # the group's leader exited: a zombie (nobody may reap it now) counts as gone
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
@@ -107,6 +119,9 @@ for pgid in groups:
         alive.add(pgid)
     except OSError:
         pass
+if not clean:  # died: a child it spawned at the last moment may still be inside its exec
+    time.sleep(0.25)
+    sweep(signal.SIGTERM)
 until = time.monotonic() + GRACE_S
 while alive and time.monotonic() < until:
     alive = {pgid for pgid in alive if not gone(pgid)}
@@ -117,11 +132,7 @@ for pgid in groups:  # what the leaders left behind in their groups, and leaders
         os.killpg(pgid, signal.SIGKILL)
     except OSError:
         pass
-for pid in strays | tagged():
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
+sweep(signal.SIGKILL)
 """
 
 
@@ -206,6 +217,7 @@ class _Keeper:
         with self._lock:
             proc, self._proc = self._proc, None
             if proc is not None and self._pid == os.getpid():
+                self._send(proc, "bye\n")
                 with contextlib.suppress(OSError, ValueError):
                     assert proc.stdin is not None
                     proc.stdin.close()
@@ -288,18 +300,21 @@ def end_tagged(worker_pid: int, *, grace_s: float = 2.0) -> list[int]:
     The worker itself is not touched (it may be stopped, and its other work is its own business).
     """
     tag = worker_tag(worker_pid) if worker_pid != os.getpid() else ""
-    found = processes_tagged(tag)
-    if not found:
-        return []
+    found: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in found:
-            with contextlib.suppress(OSError):
-                os.killpg(os.getpgid(pid), sig)
-            with contextlib.suppress(OSError):
-                os.kill(pid, sig)
         deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
-        while time.monotonic() < deadline and processes_tagged(tag):
-            time.sleep(0.02)
+        while True:
+            # A child caught mid-exec shows an empty environment for a moment: scan again until clear.
+            now = processes_tagged(tag)
+            found += [pid for pid in now if pid not in found]
+            for pid in now:
+                with contextlib.suppress(OSError):
+                    os.killpg(os.getpgid(pid), sig)
+                with contextlib.suppress(OSError):
+                    os.kill(pid, sig)
+            if (not now and (sig == signal.SIGKILL or not found)) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         if not processes_tagged(tag):
             break
     return found

@@ -213,10 +213,10 @@ class WorkerPlayer:
         self.values: dict[str, Any] = {}
         self.problems: list[str] = []
         self.steps: list[Callable[[list[str], RecordedRequest], Turn]] = [
-            self.who_am_i, self.read_config, self.ack, self.go_idle, self.heartbeat, self.claim, self.go_working,
-            self.prepare, self.do_the_work, self.finish, self.go_idle, self.done,
+            self.who_am_i, self.read_config, self.ack, self.identity, self.go_idle, self.heartbeat, self.claim,
+            self.go_working, self.prepare, self.do_the_work, self.finish, self.go_idle, self.done,
         ]
-        self.no_reply = {1, 9}  # outputs that are not an omx team api answer (printenv, the work)
+        self.no_reply = {1, 10}  # outputs that are not an omx team api answer (printenv, the work)
 
     def __call__(self, request: RecordedRequest) -> Turn:
         outputs = request.function_call_outputs()
@@ -249,6 +249,9 @@ class WorkerPlayer:
     def ack(self, outputs: list[str], request: RecordedRequest) -> Turn:
         self.values["lease_ms"] = api_reply(outputs[-1])["data"]["config"]["lease_ms"]
         return self.command(request, "send-message", "ACK")
+
+    def identity(self, outputs: list[str], request: RecordedRequest) -> Turn:
+        return self.command(request, "write-worker-identity")
 
     def go_idle(self, outputs: list[str], request: RecordedRequest) -> Turn:
         return self.command(request, "write-worker-status", '"state":"idle"')
@@ -317,7 +320,7 @@ def test_codex_plays_the_worker_skill_against_a_real_team(
     assert proc.returncode == 0, proc.stderr[-2000:]
     commands = [e["item"] for e in events if e["type"] == "item.completed"
                 and e["item"].get("type") == "command_execution"]
-    assert len(commands) == 11 and all(c["exit_code"] == 0 for c in commands), commands
+    assert len(commands) == 12 and all(c["exit_code"] == 0 for c in commands), commands
     assert "<name>worker</name>" in "\n".join(model.requests[0].user_texts()), "$worker did not inject the skill"
 
     store = FileStore(state)
@@ -344,6 +347,7 @@ def test_codex_plays_the_worker_skill_against_a_real_team(
     assert states == ["idle", "working", "idle"]
     assert store.read_status("demo", "worker-1").state == "idle"
     assert store.read_heartbeat("demo", "worker-1") is not None
+    assert store.read_identity("demo", "worker-1").role == "codex-session"
     summary = store.summary("demo")
     assert summary["counts"]["completed"] == 1 and summary["counts"]["pending"] == 1  # task 2 is ready now
 

@@ -214,6 +214,7 @@ _APPEND_FLAGS = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)  # RDWR: t
 
 
 _EVENTS_LOCK_TIMEOUT_S = 30.0
+_UNWRITTEN_MAX = 10_000  # event lines a store keeps while the disk is full (~3 MB); later ones are dropped
 
 
 def _flocked(fd: int, path: str) -> None:
@@ -296,6 +297,7 @@ class StoreBase:
         self._rosters: dict[str, tuple[TeamConfig, dict[str, int]]] = {}  # team -> (config, worker -> index)
         self._fmodes: dict[str, int] = {}  # team -> its files' mode (omx.state.modes; set at creation)
         self.warnings: list[str] = []  # what went wrong without failing a call (events a full disk refused)
+        self._unwritten: dict[str, list[bytes]] = {}  # team -> event lines a full disk refused, oldest first
 
     # --- teams ------------------------------------------------------------------------------
 
@@ -576,24 +578,34 @@ class StoreBase:
 
         Most events record a change already made (a task claimed, a message sent). When the disk is
         too full for the line, that change stands — failing the call would tell the caller that nothing
-        happened when it did (a claim whose token is never returned) — and the missing line is said in
-        :attr:`warnings` (the API's answer carries them) and the log. ``strict`` (``append-event``,
-        whose only change is the line): raise :class:`~omx.errors.DiskFull` instead.
+        happened when it did (a claim whose token is never returned) — and the line is kept in memory
+        and written ahead of this store's next event of the team (a worker writes several a task), in
+        order; :attr:`warnings` (the API's answer carries them) and the log say so. A process that ends
+        first loses the kept lines: the one-shot CLI says so in its answer. ``strict``
+        (``append-event``, whose only change is the line): raise :class:`~omx.errors.DiskFull` instead.
         """
         ms, at = now or self.now()
         event_id = f"{ms:013d}-{atomic.random_hex8()}"
         line = event_line(event_id, type_, p.team, at, worker, task_id, message_id, reason, data or {})
+        kept = self._unwritten.get(p.team)
         try:
-            self._append(p, line)
+            self._append(p, b"".join((*kept, line)) if kept else line)
         except DiskFull as exc:
             if strict:
                 raise
             import logging  # only here: the API's hot path does not load logging
 
-            msg = f"event {type_} not recorded: {exc.message}"
+            kept = self._unwritten.setdefault(p.team, [])
+            if len(kept) < _UNWRITTEN_MAX:
+                kept.append(line)
+            msg = (f"event {type_} not recorded yet: {exc.message}; kept by this process and written with its "
+                   f"next event ({len(kept)} waiting; lost if the process ends first)")
             del self.warnings[:-99]  # a long-lived worker keeps the latest only
             self.warnings.append(msg)
             logging.getLogger("omx.state").warning("%s", msg)
+        else:
+            if kept:
+                del self._unwritten[p.team]
         return event_id, at
 
     def _append(self, p: TeamPaths, line: bytes) -> None:

@@ -37,13 +37,17 @@ def write_bytes(
     """
     folder, sep, name = os.fspath(path).rpartition("/")  # os.path.split + join, minus their Python
     tmp = f"{folder}{sep}.{name}.{random_hex8()}{TMP_SUFFIX}"
-    try:
-        fd = _adopt(reuse, tmp, mode) if reuse is not None else -1
-        if fd < 0:
-            fd = os.open(tmp, _CREATE_FLAGS, mode)
-            if modes.needs_chmod(mode):
-                os.fchmod(fd, mode)
+    fd = _adopt(reuse, tmp, mode) if reuse is not None else -1  # cleans up after itself
+    made = fd < 0
+    if made:
         try:
+            fd = os.open(tmp, _CREATE_FLAGS, mode)
+        except OSError as exc:  # nothing made (an existing name is another writer's: not ours to delete)
+            raise disk_full(exc, os.fspath(path)) or exc from None
+    try:
+        try:
+            if made and modes.needs_chmod(mode):
+                os.fchmod(fd, mode)
             write_all(fd, data, os.fspath(path))
             if durable:
                 os.fsync(fd)
@@ -53,7 +57,7 @@ def write_bytes(
     except BaseException as exc:
         try:
             os.unlink(tmp)
-        except OSError:  # never made, or a file system that has gone read-only: the original error counts
+        except OSError:  # a file system that has gone read-only: the original error counts
             pass
         full = disk_full(exc, os.fspath(path)) if isinstance(exc, OSError) else None
         if full is not None:

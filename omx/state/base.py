@@ -230,8 +230,10 @@ def _flocked(fd: int, path: str) -> None:
 
     from omx.errors import LockTimeout
 
+    # Held for one write (microseconds) by every store call that changes something: a wait is usually
+    # for one other appender, so the polling starts at 50 µs rather than the task locks' 1 ms.
     deadline = time.monotonic() + _EVENTS_LOCK_TIMEOUT_S
-    delay = 0.001
+    delay = 0.00005
     while True:
         time.sleep(delay)
         delay = min(delay * 2, 0.02)
@@ -635,16 +637,17 @@ class StoreBase:
             raise disk_full(exc, path) or exc from None
         # A log that ends inside a line (written by an older omx on a full disk, or cut by a crash of
         # the machine) would glue our first event onto those bytes: end that line first.
-        _flocked(fd, path)
         try:
-            size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
-                _append_line(fd, b"\n", path, locked=True)
+            _flocked(fd, path)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    _append_line(fd, b"\n", path, locked=True)
+            finally:
+                _unflock(fd)
         except BaseException:
             os.close(fd)
             raise
-        finally:
-            _unflock(fd)
         return fd
 
     # --- repair -----------------------------------------------------------------------------

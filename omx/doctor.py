@@ -124,10 +124,40 @@ def check_state(root: Path, report: Report, *, fix: bool = False) -> None:
         report.add(f"team {team}: locks", True, "kernel locks (flock) die with their holder: none can be stale",
                    level="info")
         _check_temps(p.dir, team, report, fix=fix)
+        check_integration(root, store, team, report, fix=fix)
         if fix:
             counts = store.rebuild_index(team)
             report.add(f"team {team}: index", True, f"rebuilt: {counts['added']} added, {counts['removed']} removed",
                        level="info")
+
+
+def check_integration(root: Path, store: Any, team: str, report: Report, *, fix: bool = False) -> None:
+    """The team's integration branch, its refs and omx's integration worktree (see
+    :func:`omx.engine.integration.diagnose`). Needs the repository: the one that holds ``root``."""
+    from omx.engine.integration import IntegrationTarget, default_branch, diagnose
+    from omx.engine.workflow import load_workflow
+    from omx.errors import OmxError
+
+    recorded = store.read_config(team).extra.get("integration")
+    repo = root.parent.parent if root.parent.name == ".omx" else _toplevel(Path.cwd())
+    if repo is None or not (repo / ".git").exists():
+        return
+    branch = recorded.get("branch") if isinstance(recorded, dict) else None
+    try:
+        settings = load_workflow(None, repo, compile=False).settings
+        target = IntegrationTarget(repo, team, str(branch or settings.integration.branch or default_branch(team)),
+                                   "HEAD")
+        findings = diagnose(target, settings.worktree, fix=fix)
+    except OmxError as exc:
+        report.add(f"team {team}: integration", False, exc.message, level="warning")
+        return
+    for f in findings:
+        report.add(f"team {team}: integration", f.ok, f.detail, level=f.level)
+
+
+def _toplevel(path: Path) -> Path | None:
+    out = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
 
 
 STALE_TEMP_S = 60.0  # a temp file is written and renamed within milliseconds: one this old was left by a crash

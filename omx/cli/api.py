@@ -46,8 +46,68 @@ def _envelope(operation: str, *, data: Any = None, error: dict[str, Any] | None 
 
 
 def _print(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        data = (text + "\n").encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (an argument from undecodable bytes): escape it, \\udXXX
+        data = (json.dumps(obj) + "\n").encode("ascii")
+    out = getattr(sys.stdout, "buffer", None)
+    if out is None:  # a replaced sys.stdout (tests): text it is
+        sys.stdout.write(data.decode("utf-8"))
+    else:
+        sys.stdout.flush()
+        out.write(data)
+        out.flush()
     sys.stdout.flush()
+
+
+#: Input nested deeper than this is refused (no field needs more; Python's JSON reader recurses).
+MAX_DEPTH = 64
+
+
+def _refuse_constant(name: str) -> Any:
+    from omx.errors import InvalidInput
+
+    raise InvalidInput(f"--input holds {name}, which is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    from omx.errors import InvalidInput
+
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise InvalidInput(f"--input holds a number out of range: {text[:40]}")
+    return value
+
+
+def _check_value(value: Any) -> None:
+    """Refuse what JSON can carry but no field may: nesting past :data:`MAX_DEPTH`, lone surrogates."""
+    from omx.errors import InvalidInput
+
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, str):
+            strings: Any = (v,)
+        elif isinstance(v, dict):
+            if depth > MAX_DEPTH:
+                raise InvalidInput(f"--input is nested deeper than {MAX_DEPTH} levels")
+            strings = v.keys()
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            if depth > MAX_DEPTH:
+                raise InvalidInput(f"--input is nested deeper than {MAX_DEPTH} levels")
+            strings = ()
+            stack.extend((x, depth + 1) for x in v)
+        else:
+            continue
+        for text in strings:
+            if not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise InvalidInput("--input holds a lone surrogate (\\ud800-\\udfff without its pair): "
+                                       "not a character") from None
 
 
 def _read_input(raw: str, stdin: Any = None) -> Any:
@@ -66,11 +126,16 @@ def _read_input(raw: str, stdin: Any = None) -> Any:
     else:
         text = raw
     try:
-        value = json.loads(text) if text.strip() else {}
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float) if text.strip() else {}
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"--input is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidInput(f"--input is nested deeper than {MAX_DEPTH} levels") from None
+    except ValueError as exc:  # an integer of more digits than Python converts (sys.get_int_max_str_digits)
+        raise InvalidInput(f"--input holds a number out of range: {str(exc)[:200]}") from None
     if not isinstance(value, dict):
         raise InvalidInput(f"--input must be a JSON object, not {type(value).__name__}")
+    _check_value(value)
     return value
 
 

@@ -21,6 +21,8 @@ def operation_help(spec: Any) -> str:
     example: dict[str, Any] = {}
     for f in describe(spec.fields):
         alias = f" (alias: {', '.join(f['aliases'])})" if f.get("aliases") else ""
+        if f.get("bound"):
+            f["type"] += f", {f['bound']}"
         helptext = f" — {f['help']}" if f.get("help") else ""
         if f["required"]:
             required.append(f"  {f['name']}: {f['type']}{alias}{helptext}")
@@ -31,6 +33,9 @@ def operation_help(spec: Any) -> str:
     if optional:
         lines += ["Optional input fields:", *optional, ""]
     if spec.allow_extra:
-        lines += ["Other fields are passed through to the operation.", ""]
+        from omx.state.api import IDENTITY_EXTRA_FIELDS, IDENTITY_EXTRA_LEN
+
+        lines += [f"Other fields are kept as given (at most {IDENTITY_EXTRA_FIELDS}, each at most "
+                  f"{IDENTITY_EXTRA_LEN} characters as JSON).", ""]
     lines += ["Example:", f"  omx team api {spec.name} --input '{json.dumps(example)}' --json", ""]
     return "\n".join(lines)

@@ -21,7 +21,9 @@ def guarded(fn: Callable[[], Any], on_other: Callable[[Exception], int | None] |
         except OSError as exc:
             raise disk_full(exc) or exc from None
     except OmxError as exc:
-        print(f"omx: error: {exc.message} [{exc.code}]", file=sys.stderr)
+        from omx.terminal import visible
+
+        print(f"omx: error: {visible(exc.message)} [{exc.code}]", file=sys.stderr)
         return exc.exit_status
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
@@ -34,6 +36,9 @@ def guarded(fn: Callable[[], Any], on_other: Callable[[Exception], int | None] |
             return status
         if os.environ.get("OMX_DEBUG"):
             raise
-        print(f"omx: internal error: {type(exc).__name__}: {exc} (set OMX_DEBUG=1 for a traceback)", file=sys.stderr)
+        from omx.terminal import visible
+
+        print(f"omx: internal error: {type(exc).__name__}: {visible(exc)} (set OMX_DEBUG=1 for a traceback)",
+              file=sys.stderr)
         return EXIT_INTERNAL
     return rv if isinstance(rv, int) else 0

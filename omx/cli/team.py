@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from omx.errors import InvalidInput
+from omx.terminal import visible
 
 app = typer.Typer(help="Create, watch and drive a team. Scripts: `omx team api --list`.", no_args_is_help=True)
 
@@ -95,29 +96,38 @@ def humanize_ms(ms: int) -> str:
     return f"{d}d {h}h"
 
 
+def cell(value: object, style: str = "") -> Any:
+    """A rich table cell or line showing ``value`` as plain text: control characters escaped, and no
+    rich markup read from it (``[link=...]`` in a subject would print a hyperlink's escape sequence)."""
+    from rich.text import Text
+
+    return Text(visible(value), style=style)
+
+
 def render_status(summary: dict[str, Any], listing: Any) -> None:
     from rich.console import Console
     from rich.table import Table
 
     con = Console()
     c = summary["counts"]
-    con.print(f"[bold]team {summary['team']}[/bold]  {summary['goal']}")
-    con.print("  ".join(f"{k}: {v}" for k, v in c.items()) + f"  (total {summary['total']})")
+    con.print(cell(f"team {summary['team']}", "bold") + cell(f"  {summary['goal']}"))
+    con.print(cell("  ".join(f"{k}: {v}" for k, v in c.items()) + f"  (total {summary['total']})"))
     wt = Table("worker", "state", "task", "heartbeat", "turns", "tokens", title="workers", title_justify="left")
     for w in summary["workers"]:
         age = "—" if w["heartbeat_age_ms"] is None else humanize_ms(w["heartbeat_age_ms"]) + " ago"
-        state = f"[red]{w['state']} (stale)[/red]" if w["stale"] else w["state"]
-        wt.add_row(w["name"], state, w["current_task_id"] or "—", age, str(w["turn_count"]), str(w.get("tokens", 0)))
+        state = cell(f"{w['state']} (stale)", "red") if w["stale"] else cell(w["state"])
+        wt.add_row(cell(w["name"]), state, cell(w["current_task_id"] or "—"), age, cell(w["turn_count"]),
+                   cell(w.get("tokens", 0)))
     con.print(wt)
     tt = Table("id", "status", "owner", "prio", "subject", title="tasks", title_justify="left")
     for t in listing.tasks:
         st = "blocked" if t.id in listing.blocked_by else t.status
-        tt.add_row(t.id, st, t.owner or "—", str(t.priority), t.subject[:70])
+        tt.add_row(cell(t.id), cell(st), cell(t.owner or "—"), cell(t.priority), cell(visible(t.subject)[:70]))
     con.print(tt)
     for b in summary["blocked"]:
-        con.print(f"[yellow]task {b['task_id']} waits: {b['reason']}[/yellow]")
+        con.print(cell(f"task {b['task_id']} waits: {b['reason']}", "yellow"))
     for bad in summary["corrupt"]:
-        con.print(f"[red]corrupt: {bad['path']}: {bad['error']}[/red]")
+        con.print(cell(f"corrupt: {bad['path']}: {bad['error']}", "red"))
 
 
 def doctor(
@@ -135,7 +145,7 @@ def doctor(
     else:
         for c in report.checks:
             mark = "ok  " if c.ok else {"error": "FAIL", "warning": "warn", "info": "info"}[c.level]
-            first, *rest = c.detail.splitlines() or [""]
+            first, *rest = visible(c.detail, keep_newlines=True).split("\n")
             typer.echo(f"[{mark}] {c.name}: {first}")
             for line in rest:
                 typer.echo(f"         {line}")
@@ -194,16 +204,22 @@ def _start(goal: str, workers: int, *, swarm: bool, plan: Path | None, planner: 
                         tmux=tmux, restart=restart, swarm=swarm, lease_ms=lease_ms)
     live = sys.stdout.isatty() and not as_json
 
-    def line(text: str) -> None:
-        typer.echo(text, err=as_json)
+    def line(text: str) -> None:  # progress lines hold task data (reasons, names): shown escaped
+        typer.echo(visible(text), err=as_json)
 
     summary = run_team(store, opts, live=live, on_line=line)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
         c = summary["counts"]
-        typer.echo(f"team {summary['team']}: {c['completed']} completed, {c['failed']} failed, "
+        typer.echo(f"team {visible(summary['team'])}: {c['completed']} completed, {c['failed']} failed, "
                    f"{c['blocked']} blocked, {c['pending'] + c['in_progress']} unfinished")
+        integ = summary.get("integration")
+        if integ and integ.get("tip"):
+            ahead = integ.get("ahead")
+            typer.echo(f"integrated: {integ['branch']} at {integ['tip'][:10]}"
+                       + (f", {ahead} commit{'' if ahead == 1 else 's'} ahead of {integ['base']}" if ahead else "")
+                       + (f"; land it: omx team land --team {summary['team']}" if ahead else ""))
     c = summary["counts"]
     raise typer.Exit(0 if c["completed"] == summary["total"] and not summary["interrupted"] else 1)
 
@@ -272,16 +288,86 @@ def report(
 
     con = Console()
     tt = Table("id", "status", "owner", "branch", "commit", "tokens", "time", "summary / error",
-               title=f"team {name} — {rep['goal']}", title_justify="left")
+               title=cell(f"team {name} — {rep['goal']}"), title_justify="left")
     for r in rep["tasks"]:
-        secs = f"{r['duration_ms'] / 1000:.1f}s" if r["duration_ms"] else "—"
+        secs = f"{r['duration_ms'] / 1000:.1f}s" if isinstance(r["duration_ms"], (int, float)) else "—"
         note = r["summary"] or r["error"] or (f"waits on {r['blocked_by']}" if r["blocked_by"] else "")
-        tt.add_row(r["id"], r["status"], r["owner"] or "—", r["branch"] or "—", (r["commit"] or "—")[:10],
-                   str(r["tokens"]), secs, str(note)[:80])
+        tt.add_row(cell(r["id"]), cell(r["status"]), cell(r["owner"] or "—"), cell(r["branch"] or "—"),
+                   cell(visible(r["commit"] or "—")[:10]), cell(r["tokens"]), secs, cell(visible(note)[:80]))
     con.print(tt)
+    for line in report_lines(rep):
+        con.print(visible(line), markup=False, highlight=False)
+
+
+def report_lines(rep: dict[str, Any]) -> list[str]:
+    """The report's text after its table: what each task added, the integration branch, waiting tasks,
+    and how it lands (or, without an integration branch, which task branches merge)."""
+    lines: list[str] = []
+    integ = rep.get("integration") or {}
+    for r in rep["tasks"]:
+        ti = r.get("integration") or {}
+        if ti.get("status") == "merged":
+            files = ti.get("files") or []
+            shown = ", ".join(files[:6]) + (f" (+{len(files) - 6} more)" if len(files) > 6 else "")
+            lines.append(f"task {r['id']}: integrated at {str(ti.get('commit'))[:10]}: {shown or 'no file changes'}")
+        elif ti.get("status") == "already":
+            lines.append(f"task {r['id']}: integrated at {str(ti.get('commit'))[:10]} (by an earlier attempt)")
+        elif ti.get("status") == "unchanged":
+            lines.append(f"task {r['id']}: changed nothing; no merge")
+    if "none" in integ:
+        lines.append(f"integration: {integ['none']}")
+    elif integ.get("branch"):
+        if integ.get("tip"):
+            ahead = integ.get("ahead")
+            lines.append(f"integration: {integ['branch']} at {integ['tip'][:10]}"
+                         + (f", {ahead} commit{'' if ahead == 1 else 's'} ahead of {rep['base']}"
+                            if ahead is not None else ""))
+        else:
+            lines.append(f"integration: {integ['branch']} does not exist (yet)")
+        for w in integ.get("waiting") or []:
+            why = ("merge conflict in " + ", ".join(w["paths"][:10])) if w["problem"] == "conflict" \
+                else "verification failed"
+            tries = f" (attempt {w['failures']} of {w['max_attempts']})" if w.get("failures") else ""
+            state = "failed" if w["status"] == "failed" else "waiting on integration"
+            lines.append(f"task {w['id']}: {state}: {why}{tries}")
     for m in rep["merges"]:
         extra = f": {', '.join(m.get('conflicts', []))}" if m["merges"] == "conflict" else m.get("error", "")
-        con.print(f"{m['branch']} → {rep['base']}: {m['merges']}{extra}")
+        lines.append(f"{m['branch']} → {rep['base']}: {m['merges']}{extra}")
+    if integ.get("tip") and integ.get("landed") is False:
+        lines.append(f"land it: omx team land --team {rep['team']}" + ("" if rep["base"] == integ.get("base")
+                                                                       else f" --into {rep['base']}"))
+    elif integ.get("landed"):
+        lines.append(f"{integ['branch']} is landed in {rep['base']}")
+    return lines
+
+
+@app.command("land")
+def land(
+    team: str | None = typer.Option(None, "--team", "-t"),
+    into: str | None = typer.Option(None, "--into", help="branch to land in (default: the team's base branch)"),
+    repo: Path = typer.Option(Path("."), "--repo", help="the repository"),
+    root: Path | None = RootOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Bring the team's integration branch into its base branch: fast-forward if it can, else a merge.
+
+    Refuses, changing nothing, when the checkout of the target branch has uncommitted changes or when
+    the target branch moved and now conflicts with the integration branch.
+    """
+    from omx.team.leader import repo_root
+    from omx.team.report import land_team
+
+    store = _store(root)
+    name = _pick_team(store, team)
+    out = land_team(store, name, repo_root(repo), into)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+    elif out["mode"] == "up-to-date":
+        typer.echo(f"{out['into']} already holds {out['branch']}: nothing to land")
+    else:
+        how = "fast-forwarded" if out["mode"] == "fast-forward" else "merged"
+        typer.echo(f"{how} {out['into']} to {out['commit'][:10]} ({out['branch']}, was {out['from'][:10]})"
+                   + (f"; checkout {out['checkout']} updated" if out.get("checkout") else ""))
 
 
 @app.command("shutdown")
@@ -303,10 +389,10 @@ def shutdown(
         typer.echo(json.dumps(out, indent=2))
     else:
         for w, st in out["acknowledged"].items():
-            typer.echo(f"{w}: {st}")
+            typer.echo(visible(f"{w}: {st}"))
         for s in out["no_answer"]:
-            typer.echo(f"{s['worker']}: no answer within {wait_s:g}s (state {s['state']}, "
-                       f"last heartbeat {s['last_heartbeat'] or 'never'})")
+            typer.echo(visible(f"{s['worker']}: no answer within {wait_s:g}s (state {s['state']}, "
+                               f"last heartbeat {s['last_heartbeat'] or 'never'})"))
     if out["no_answer"]:
         raise typer.Exit(1)
 
@@ -333,6 +419,6 @@ def events(
                 who = ev.worker or ""
                 task = f" task {ev.task_id}" if ev.task_id else ""
                 why = f" ({ev.reason})" if ev.reason else ""
-                typer.echo(f"{ev.created_at}  {ev.type:<22} {who}{task}{why}")
+                typer.echo(visible(f"{ev.created_at}  {ev.type:<22} {who}{task}{why}"))
         if not follow:
             return

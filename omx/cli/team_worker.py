@@ -137,8 +137,9 @@ def _run_worker(*, team: str | None, name: str | None, root: Path | None, repo: 
     def configure_logging() -> None:  # after the app-server spawn: logging's imports need not delay it
         import logging
 
-        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        from omx.terminal import install_visible_logging
+
+        install_visible_logging(logging.INFO if verbose else logging.WARNING)  # log lines carry task data
 
     from omx.engine.team_worker import run_team_worker
     from omx.state.paths import default_root
@@ -153,8 +154,10 @@ def _run_worker(*, team: str | None, name: str | None, root: Path | None, repo: 
     report = run_team_worker(store=open_store, team=team, worker=name, repo=repo, workflow_path=workflow,
                              until_empty=until_empty, max_tasks=max_tasks, shutdown_policy=shutdown_policy,
                              poll_ms=poll_ms, after_spawn=configure_logging, exiting=EXITING, early=early)
-    sys.stdout.write(f"{team}/{name}: {report.completed} completed, {report.failed} failed, "
-                     f"{report.released} released — {report.reason}\n")
+    from omx.terminal import visible
+
+    sys.stdout.write(visible(f"{team}/{name}: {report.completed} completed, {report.failed} failed, "
+                             f"{report.released} released — {report.reason}") + "\n")
     sys.stdout.flush()
 
 

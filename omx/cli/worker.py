@@ -18,6 +18,7 @@ from typing import Any
 import typer
 
 from omx.errors import InvalidInput
+from omx.terminal import visible
 
 app = typer.Typer(help="A private local worker for the remote planning platform: claims its queued sessions and "
                   "runs Codex on them in git worktrees.", no_args_is_help=True)
@@ -103,22 +104,22 @@ def _configured(done: Any, as_json: bool, *, start: bool) -> None:
                                "wrote_workflow": done.wrote_workflow, "registered": done.registered}, indent=2))
     else:
         verb = "registered" if done.registered else "configured"
-        typer.echo(f"{verb} worker {s.name} ({s.id}) for agent {done.agent} in workspace {done.workspace}")
-        typer.echo(f"settings  {done.path}")
-        typer.echo(f"workflow  {s.workflow}{' (starter written)' if done.wrote_workflow else ''}")
-        typer.echo(f"repo      {s.repo} (isolation {s.isolation}, worktrees under {s.worktree_root})")
+        _echo(f"{verb} worker {s.name} ({s.id}) for agent {done.agent} in workspace {done.workspace}")
+        _echo(f"settings  {done.path}")
+        _echo(f"workflow  {s.workflow}{' (starter written)' if done.wrote_workflow else ''}")
+        _echo(f"repo      {s.repo} (isolation {s.isolation}, worktrees under {s.worktree_root})")
     from omx.platform import daemon
 
     running = daemon.status(s.id)
     if running.running:
-        typer.echo(f"worker {s.id} is running (pid {running.pid}) {running.how()}: restart it to apply the new "
-                   f"settings (`omx worker stop --worker {s.id}`, then `omx worker start --worker {s.id}`)",
-                   err=as_json)
+        _echo(f"worker {s.id} is running (pid {running.pid}) {running.how()}: restart it to apply the new "
+              f"settings (`omx worker stop --worker {s.id}`, then `omx worker start --worker {s.id}`)",
+              err=as_json)
     elif start:
         st = daemon.start(s.id)
-        typer.echo(f"started in the background (pid {st.pid}); logs: omx worker logs --worker {s.id}", err=as_json)
+        _echo(f"started in the background (pid {st.pid}); logs: omx worker logs --worker {s.id}", err=as_json)
     elif not as_json:
-        typer.echo(f"next: omx worker doctor --worker {s.id}; then omx worker watch (or start)")
+        _echo(f"next: omx worker doctor --worker {s.id}; then omx worker watch (or start)")
 
 
 @app.command("list")
@@ -133,9 +134,9 @@ def list_workers(as_json: bool = _JSON) -> None:
         typer.echo(json.dumps({"workers": rows, "unreadable": [str(p) for p, _ in bad]}, indent=2))
         return
     for r in rows:
-        typer.echo(f"{r['id']}  {r['name']}  {r['repo']}  {'running' if r['running'] else 'stopped'}")
+        _echo(f"{r['id']}  {r['name']}  {r['repo']}  {'running' if r['running'] else 'stopped'}")
     for path, problem in bad:
-        typer.echo(f"unreadable: {path}: {problem}")
+        _echo(f"unreadable: {path}: {problem}")
     if not rows and not bad:
         typer.echo("no workers configured: omx worker create --name <name> --repo <folder>")
 
@@ -161,11 +162,11 @@ def doctor(worker: str | None = _WORKER, url: str | None = _URL, as_json: bool =
     else:
         for settings, report in sections:
             if len(sections) > 1:
-                typer.echo(f"{'shared' if settings is None else f'worker {settings.name} ({settings.id})'}:")
+                _echo(f"{'shared' if settings is None else f'worker {settings.name} ({settings.id})'}:")
             for c in report.checks:
                 mark = "ok  " if c.ok else {"error": "FAIL", "warning": "warn", "info": "info"}[c.level]
                 text = f"[{mark}] {c.name}: {c.detail}"
-                typer.echo("\n".join(f"  {line}" for line in text.splitlines()) if len(sections) > 1 else text)
+                _echo("\n".join(f"  {line}" for line in text.splitlines()) if len(sections) > 1 else text)
     if not ok:
         raise typer.Exit(1)
 
@@ -227,8 +228,8 @@ def start(worker: str | None = _WORKER, poll_ms: int | None = _POLL, lease_ms: i
     extra = [*(["--poll-interval-ms", str(poll_ms)] if poll_ms else []),
              *(["--lease-ms", str(lease_ms)] if lease_ms else [])]
     st = daemon.start(settings.id, extra_args=extra)
-    typer.echo(f"worker {settings.name} ({settings.id}) runs in the background (pid {st.pid}); "
-               f"log: {st.log}; stop it with `omx worker stop`")
+    _echo(f"worker {settings.name} ({settings.id}) runs in the background (pid {st.pid}); "
+          f"log: {st.log}; stop it with `omx worker stop`")
 
 
 @app.command("status")
@@ -245,17 +246,18 @@ def status(worker: str | None = _WORKER, as_json: bool = _JSON) -> None:
     elif st.running:
         s = (st.state or {}) if st.mode else {}  # a state file written by this process, not an earlier one
         cur = ", ".join(s.get("current") or []) or "nothing"
-        typer.echo(f"{settings.name} ({settings.id}): running, pid {st.pid}, {s.get('state', 'starting')} — "
-                   f"{st.how()}")
-        typer.echo(f"sessions: running {cur}; {s.get('completed', 0)} completed, {s.get('failed', 0)} failed, "
-                   f"{s.get('released', 0)} released; platform last answered {s.get('last_platform_ok_at')}")
+        typer.echo(visible(f"{settings.name} ({settings.id}): running, pid {st.pid}, {s.get('state', 'starting')} — "
+                           f"{st.how()}"))
+        typer.echo(visible(f"sessions: running {cur}; {s.get('completed', 0)} completed, {s.get('failed', 0)} "
+                           f"failed, {s.get('released', 0)} released; platform last answered "
+                           f"{s.get('last_platform_ok_at')}"))
         if s.get("last_error"):
-            typer.echo(f"last error: {s['last_error']}")
+            typer.echo(visible(f"last error: {s['last_error']}"))
         typer.echo(f"log: {st.log}" if st.mode == "background" else "its output is in the terminal that runs it")
     else:
         s = st.state or {}
-        typer.echo(f"{settings.name} ({settings.id}): not running"
-                   + (f" (last: {s.get('state')} at {s.get('updated_at')})" if s else ""))
+        typer.echo(visible(f"{settings.name} ({settings.id}): not running"
+                           + (f" (last: {s.get('state')} at {s.get('updated_at')})" if s else "")))
         typer.echo(f"log: {st.log}")
     if not st.running:
         raise typer.Exit(1)
@@ -274,11 +276,11 @@ def logs(
     if not follow:
         text = daemon.tail(path, lines)
         if text:
-            typer.echo(text)
+            typer.echo(visible(text, keep_newlines=True))  # a log written by an older omx may hold raw escapes
         return
     try:
         for line in daemon.follow(path, lines=lines):
-            typer.echo(line)
+            typer.echo(visible(line, keep_newlines=True))
     except KeyboardInterrupt:
         return
 
@@ -293,10 +295,10 @@ def stop(
     from omx.platform import daemon
 
     settings = _pick(worker)
-    graceful = daemon.stop(settings.id, timeout_s=timeout, say=typer.echo)
+    graceful = daemon.stop(settings.id, timeout_s=timeout, say=_echo)
     if not graceful:
         raise typer.Exit(1)
-    typer.echo(f"stopped worker {settings.name} ({settings.id})")
+    _echo(f"stopped worker {settings.name} ({settings.id})")
 
 
 @worktrees_app.callback()
@@ -316,7 +318,7 @@ def worktrees(ctx: typer.Context, worker: str | None = _WORKER, as_json: bool = 
         typer.echo(json.dumps({"worktrees": rows}, indent=2))
         return
     for r in rows:
-        typer.echo(f"{r['session']}  {r['branch'] or '-'}  {r['path']}{'  (running)' if r['running'] else ''}")
+        typer.echo(visible(f"{r['session']}  {r['branch'] or '-'}  {r['path']}{'  (running)' if r['running'] else ''}"))
     if not rows:
         typer.echo("no session worktrees")
 
@@ -337,9 +339,9 @@ def worktrees_remove(
     settings = _pick(worker)
     removed, skipped = remove_worktrees(settings, session_id, all_=all_, force=force, delete_branch=delete_branch)
     for w in removed:
-        typer.echo(f"removed {w.path}")
+        typer.echo(visible(f"removed {w.path}"))
     for line in skipped:
-        typer.echo(f"kept {line}")
+        typer.echo(visible(f"kept {line}"))
     if all_ and not removed and not skipped:
         typer.echo("no session worktrees")
 
@@ -353,6 +355,11 @@ def _pick(worker: str | None) -> Any:
     return pick_worker(worker)
 
 
+def _echo(text: str, err: bool = False) -> None:
+    """Print a line for a person: names, paths and the platform's text escaped (omx.terminal.visible)."""
+    typer.echo(visible(text, keep_newlines=True), err=err)
+
+
 def _lease(lease_ms: int | None) -> int:
     if lease_ms is not None:
         return lease_ms
@@ -361,8 +368,9 @@ def _lease(lease_ms: int | None) -> int:
 
 
 def _logging(verbose: bool, *, requests: bool = True) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from omx.terminal import install_visible_logging
+
+    install_visible_logging(logging.INFO if verbose else logging.WARNING)  # log lines carry the platform's text
     if not requests:  # a background worker's log: not a line per poll and heartbeat
         logging.getLogger("httpx").setLevel(logging.WARNING)
     if not verbose:

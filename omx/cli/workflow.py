@@ -43,18 +43,22 @@ def check(
             typer.echo(json.dumps(_envelope("check", error=exc.to_dict()), ensure_ascii=False))
         raise
     prompt = _sample_render(wf)
+    environment = environment_report(wf)
     if as_json:
         data = {
             "path": str(wf.path) if wf.path else None,
             "settings": wf.settings.model_dump(by_alias=True, mode="json"),
             "template": {"first_line": wf.template_line, "variables": sorted(wf.variables)},
+            "environment": environment,
             "warnings": wf.warnings,
         }
         if show_prompt:
             data["prompt"] = prompt
         typer.echo(json.dumps(_envelope("check", data=data), ensure_ascii=False, indent=2))
         return
-    typer.echo(_listing(wf))
+    from omx.terminal import visible
+
+    typer.echo(visible(_listing(wf, environment), keep_newlines=True))  # variable names can hold anything
     if show_prompt and prompt is not None:
         typer.echo("\n--- prompt for a sample task ---\n" + prompt)
 
@@ -102,7 +106,46 @@ def _sample_render(wf: Workflow) -> str | None:
         return None
 
 
-def _listing(wf: Workflow) -> str:
+def environment_report(wf: Workflow, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Which of this shell's variables an agent and a hook would get, by name only (never a value).
+
+    Adds a warning to ``wf`` for each variable it names on purpose (passEnv, the Codex provider's) that
+    is not set here.
+    """
+    import os
+
+    from omx.engine import envpolicy
+    from omx.engine.hooks import hook_env
+
+    env = dict(os.environ) if env is None else env
+    rt, hooks = wf.settings.runtime, wf.settings.hooks
+    provider = envpolicy.codex_provider_env(env, rt.command)
+    agent = envpolicy.split_env(env, allow=envpolicy.agent_allowed(env, rt.command, rt.pass_env))
+    hook = hook_env(env, hooks.pass_env)
+    for what, names in (("runtime.passEnv", rt.pass_env), ("hooks.passEnv", hooks.pass_env),
+                        ("the Codex model provider (env_key)", provider)):
+        missing = [n for n in names if n not in env and not n.upper().startswith("OMX_")]
+        if missing:
+            wf.warnings.append(f"{what} names {', '.join(missing)}, not set in this environment")
+    return {
+        "agent": {"passed": sorted(agent.passed), "passed_on_purpose": agent.allowed, "withheld": agent.withheld,
+                  "omx_own": agent.own, "codex_provider_variables": provider},
+        "hooks": {"passed": sorted(hook.passed), "passed_on_purpose": hook.allowed, "withheld": hook.withheld},
+    }
+
+
+def _env_lines(label: str, part: dict[str, Any], setting: str) -> list[str]:
+    lines = [f"  {label}: {len(part['passed'])} pass: {', '.join(part['passed']) or 'none'}"]
+    if part["passed_on_purpose"]:
+        lines.append(f"    passed on purpose: {', '.join(part['passed_on_purpose'])}")
+    lines.append(f"    withheld as credentials: {', '.join(part['withheld']) or 'none'}"
+                 + (f" (let one through with {setting})" if part["withheld"] else ""))
+    if part.get("omx_own"):
+        lines.append(f"    withheld, omx's own: {', '.join(part['omx_own'])}")
+    return lines
+
+
+def _listing(wf: Workflow, environment: dict[str, Any] | None = None) -> str:
     lines = [f"workflow  {wf.path if wf.path else 'built-in default (no WORKFLOW.md found)'}", ""]
     flat = _flatten(wf.settings.model_dump(by_alias=True, mode="json"))
     width = max(len(k) for k in flat)
@@ -110,6 +153,13 @@ def _listing(wf: Workflow) -> str:
         lines.append(f"  {key:<{width}}  {_show(key, value)}")
     variables = ", ".join(sorted(wf.variables)) or "none"
     lines += ["", f"template  from line {wf.template_line}; variables: {variables}"]
+    if environment is not None:
+        lines += ["", "environment (names only, as this shell would start a worker)"]
+        lines += _env_lines("agent", environment["agent"], "runtime.passEnv")
+        provider = environment["agent"]["codex_provider_variables"]
+        if provider:
+            lines.append(f"    the Codex model provider reads: {', '.join(provider)}")
+        lines += _env_lines("hooks", environment["hooks"], "hooks.passEnv")
     if wf.warnings:
         lines += ["", f"warnings ({len(wf.warnings)}):", *(f"  - {w}" for w in wf.warnings)]
     else:

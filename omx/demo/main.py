@@ -106,17 +106,46 @@ def _run(a: argparse.Namespace, base: Path, *, offline: bool) -> int:
         opts = StartOptions(goal=GOAL, workers=a.workers, team="calc", planner="auto", repo=repo, lease_ms=60_000)
         summary = run_team(store, opts, live=False, on_line=print)
         rep = team_report(store, summary["team"], repo)
+    from omx.terminal import visible
+
     print(f"\n{'task':<5} {'status':<10} {'branch':<20} {'commit':<10} summary")
     for t in rep["tasks"]:
-        print(f"{t['id']:<5} {t['status']:<10} {t['branch'] or '—':<20} {(t['commit'] or '—')[:8]:<10} "
-              f"{(t['summary'] or t['error'] or '')[:70]}")
-    for m in rep["merges"]:
-        print(f"merge {m['branch']} → {rep['base']}: {m['merges']}")
+        print(visible(f"{t['id']:<5} {t['status']:<10} {t['branch'] or '—':<20} {(t['commit'] or '—')[:8]:<10} "
+                      f"{visible(t['summary'] or t['error'] or '')[:70]}"))
+    from omx.cli.team import report_lines
+
+    print()
+    for line in report_lines(rep):
+        print(visible(line))
     c = summary["counts"]
     ok = c["completed"] == summary["total"] and not summary["interrupted"]
+    integ = rep.get("integration") or {}
+    if ok and integ.get("tip"):
+        _show_integration(repo, integ["branch"])
+        print(f"\n$ omx team land --team {summary['team']}    # bring {integ['branch']} into {rep['base']}")
+        from omx.team.report import land_team
+
+        landed = land_team(store, summary["team"], repo)
+        print(f"{landed['mode']}: {landed['into']} is now at {landed['commit'][:10]}")
     print(f"\n{c['completed']}/{summary['total']} tasks completed by {a.workers} workers "
           f"(planned by the {summary['planned_by']}) · model: {'offline demo' if offline else 'yours'}")
     return 0 if ok else 1
+
+
+def _show_integration(repo: Path, branch: str) -> None:
+    """What the integration branch holds: its merges, and the line that shows a task used an earlier one's file."""
+    from omx.terminal import visible
+
+    log = subprocess.run(["git", "-C", str(repo), "log", "--first-parent", "--format=  %h %s", branch],
+                         capture_output=True, text=True).stdout
+    print(visible(f"\n{branch}:"))
+    for entry in log.rstrip().splitlines():  # merge subjects carry task subjects: data, escaped
+        print(visible(entry))
+    used = subprocess.run(["git", "-C", str(repo), "grep", "^# builds on", branch, "--"],
+                          capture_output=True, text=True).stdout.strip()
+    for line in used.splitlines():
+        path, _, text = line.removeprefix(f"{branch}:").partition(":")
+        print(visible(f"  {path} {text.lstrip('# ')}"))
 
 
 def _codex_version() -> str:

@@ -23,7 +23,8 @@ SHELL_TOOLS = ("exec_command", "shell_command", "shell", "local_shell")
 DEMO_PLAN = [
     {"subject": "Write the tokenizer", "description": "calc/tokenize.py: split an expression into tokens.",
      "depends_on": [], "priority": 2, "files": ["calc/tokenize.py"]},
-    {"subject": "Write the evaluator", "description": "calc/evaluate.py: evaluate tokens with + - * /.",
+    {"subject": "Write the evaluator",
+     "description": "calc/evaluate.py: evaluate tokens with + - * /, using the tokenizer in calc/tokenize.py.",
      "depends_on": [1], "priority": 1, "files": ["calc/evaluate.py"]},
     {"subject": "Write the command line", "description": "calc/__main__.py: read an expression, print it.",
      "depends_on": [2], "priority": 0, "files": ["calc/__main__.py"]},
@@ -94,14 +95,21 @@ def _last_user_text(items: list[Any]) -> str:
 def _command_for(prompt: str) -> str:
     # Where to write: the first path the task names, else notes/task-<id>.md. The content travels
     # base64-encoded, so no task text is ever parsed by the shell.
-    paths = re.findall(r"\b((?:[\w.-]+/)+[\w.-]+\.(?:py|md|txt))\b", prompt)
+    # A later path in the prompt is a file the task builds on (an earlier task's): the command checks
+    # that it is there — it is when the worktree started from the team's integration branch.
+    paths = list(dict.fromkeys(re.findall(r"\b((?:[\w.-]+/)+[\w.-]+\.(?:py|md|txt))\b", prompt)))
+    paths = [p for p in paths if ".." not in Path(p).parts and re.fullmatch(r"[\w./-]+", p)]
     task = re.search(r"\btask (\d+)\b", prompt, re.I)
     target = paths[0] if paths else f"notes/task-{task.group(1) if task else 'x'}.md"
-    target = target if ".." not in Path(target).parts else "notes/task.md"
     body = f"# written by the offline demo model\n# task prompt follows\n\n{prompt[:2000]}\n"
     b64 = base64.b64encode(body.encode()).decode()
     folder = str(Path(target).parent)
-    return f"mkdir -p '{folder}' && printf %s '{b64}' | base64 -d > '{target}' && echo wrote '{target}'"
+    cmd = f"mkdir -p '{folder}' && printf %s '{b64}' | base64 -d > '{target}' && echo wrote '{target}'"
+    for used in paths[1:2]:
+        cmd += (f" && if [ -f '{used}' ]; then echo '# builds on {used}: found it' >> '{target}';"
+                f" echo found '{used}'; else echo '# builds on {used}: MISSING' >> '{target}';"
+                f" echo missing '{used}'; fi")
+    return cmd
 
 
 def _shell_args(tool: str, cmd: str) -> dict[str, Any]:

@@ -9,10 +9,12 @@ adopts the running server into its pool (:meth:`~omx.engine.runtimes.app_server.
 
 This module also holds what that spawn must share with the engine so that both compute the same
 server, and which must therefore load without the engine: the agent's environment
-(:func:`agent_env`), finding ``codex`` (:func:`which`), the server's argv (:func:`app_server_argv`),
-the ``initialize`` handshake (:func:`handshake`), the YAML-free guess that WORKFLOW.md runs the default
-runtime (:func:`runs_codex_app_server`) and the one ``Popen`` every agent child is started with
-(:func:`popen`). Its imports are the interpreter's own plus ``subprocess``; ``re`` only for the guess.
+(:func:`agent_env`, whose rule lives in :mod:`omx.engine.envpolicy`), finding ``codex`` (:func:`which`),
+the server's argv (:func:`app_server_argv`), the ``initialize`` handshake (:func:`handshake`), the
+YAML-free guess that WORKFLOW.md runs the default runtime (:func:`runs_codex_app_server`) and the one
+``Popen`` every agent child is started with (:func:`popen`). Its imports are the interpreter's own plus
+``subprocess`` and the small env policy; ``re`` only for the guess, ``tomllib`` only when a Codex config
+names a provider's variables.
 
 A guess that turns out wrong once the settings are parsed (another runtime, a different argv or
 environment) only costs a server started for nothing: the pool stops it, and starts the right one.
@@ -28,10 +30,8 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from pathlib import Path
 
-#: Environment variables never passed to the agent: omx's own and anything that looks like a secret.
-SECRET_MARKERS = ("TOKEN", "SECRET", "PASSWORD", "API_KEY", "APIKEY", "CREDENTIAL", "PRIVATE_KEY")
-#: The agent's own model credentials are the agent's business.
-KEEP_SECRETS = ("OPENAI_API_KEY", "CODEX_API_KEY")
+    from omx.engine.settings import RuntimeSettings
+
 #: Codex options every omx run passes. Codex runs shell commands in a login shell by default, and a
 #: distribution's /etc/profile resets PATH: the agent would lose the worker's PATH (the venv's
 #: ``omx``, the project's tools).
@@ -41,14 +41,19 @@ WORKFLOW_FILE = "WORKFLOW.md"
 INIT_ID = 1
 
 
-def agent_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The agent's environment: the worker's, minus omx/platform state and secrets."""
-    env = dict(os.environ if base is None else base)
-    for k in list(env):
-        upper = k.upper()
-        if upper.startswith("OMX_") or (any(m in upper for m in SECRET_MARKERS) and upper not in KEEP_SECRETS):
-            del env[k]
-    return env
+def agent_env(base: Mapping[str, str] | None = None, *, runtime: RuntimeSettings | None = None) -> dict[str, str]:
+    """The agent's environment: the worker's, minus omx's own names and every credential it does not need.
+
+    Passed on purpose: Codex's model keys, the variables the active Codex model provider reads (from
+    ``$CODEX_HOME/config.toml`` and ``runtime.command``'s ``-c`` options) and ``runtime.passEnv``.
+    See :mod:`omx.engine.envpolicy` for the rule.
+    """
+    from omx.engine import envpolicy
+
+    env = os.environ if base is None else base
+    command = runtime.command if runtime is not None else None
+    allow = envpolicy.agent_allowed(env, command, runtime.pass_env if runtime is not None else ())
+    return envpolicy.split_env(env, allow=allow).passed
 
 
 def which(program: str, path: str | None) -> str | None:
@@ -105,7 +110,7 @@ def popen(argv: Sequence[str], *, cwd: str | Path, env: Mapping[str, str]) -> su
     proc = subprocess.Popen(
         list(argv),
         cwd=cwd,
-        env=dict(env),
+        env=lifeline.tagged(env),  # the keeper knows this child by its tag before it exists
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

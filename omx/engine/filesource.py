@@ -99,9 +99,22 @@ class FileTeamSource:
                      "files": list(t.files), "depends_on": list(t.depends_on), "priority": t.priority,
                      "attempt": t.attempts}
         team_vars = _Named(name=self.team, goal=cfg.goal, workers=cfg.worker_names())
+        note = t.result.get("integration") if isinstance(t.result, dict) else None
+        if not (isinstance(note, dict) and note.get("status") in ("conflict", "verify_failed")):
+            note = None
+        old = r.took_over or {}
+        here = old.get("host") == self.store.host
+        previous = old.get("pid") if here and old.get("pid") != os.getpid() else None
+        elsewhere = f"task-{t.id}-on-{self.store.host_tag}" if old.get("host") and not here else None
         return Claimed(key=f"task-{t.id}", title=t.subject,
                        variables={"task": task_vars, "team": team_vars, "worker": _Named(name=self.worker)},
-                       attempt=t.attempts, handle=r, lease_ms=cfg.lease_ms)
+                       attempt=t.attempts, handle=r, lease_ms=cfg.lease_ms, integration=note,
+                       previous_pid=previous if isinstance(previous, int) else None, workspace_key=elsewhere)
+
+    def integration(self) -> dict[str, Any]:
+        """The team's integration settings as the leader recorded them (``branch``, ``base``), or {}."""
+        found = self.store.read_config(self.team).extra.get("integration")
+        return dict(found) if isinstance(found, dict) else {}
 
     def renew(self, claimed: Claimed) -> None:
         r: ClaimResult = claimed.handle
@@ -134,10 +147,11 @@ class FileTeamSource:
     def fail(self, claimed: Claimed, error: str, result: dict[str, Any]) -> None:
         self._finish(claimed, "failed", result, error[:4000])
 
-    def release(self, claimed: Claimed, reason: str) -> None:
+    def release(self, claimed: Claimed, reason: str, note: dict[str, Any] | None = None) -> None:
         r: ClaimResult = claimed.handle
+        result = {"integration": note} if note is not None else None
         try:
-            self.store.release_claim(self.team, r.task.id, self.worker, r.token, reason=reason)
+            self.store.release_claim(self.team, r.task.id, self.worker, r.token, reason=reason, result=result)
         except (LeaseExpired, InvalidToken) as exc:
             log.info("task %s was no longer ours to release: %s", r.task.id, exc.message)
 

@@ -32,11 +32,12 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from omx.engine.envpolicy import EnvSplit, split_env
 from omx.engine.runtimes import lifeline
 from omx.engine.settings import HookSettings
 from omx.errors import InvalidInput, OmxError
@@ -139,6 +140,7 @@ def run_hook(
     *,
     kill_grace_s: float = KILL_GRACE_S,
     cancel: threading.Event | None = None,
+    pass_env: Sequence[str] = (),
 ) -> HookResult:
     """Run one hook script with ``bash -c`` (``sh`` without bash) in ``workspace_path``.
 
@@ -148,18 +150,21 @@ def run_hook(
         timeout_ms: after this the hook's whole process group is killed and ``timed_out`` is set.
         cancel: when set (a shutdown), the hook's process group is killed at once; the result is
             a failure with ``cancelled`` set.
+        pass_env: credential-like variables the script gets all the same (``hooks.passEnv``): the
+            others are withheld, as from an agent (:func:`hook_env`).
 
     Returns a :class:`HookResult`; it never raises for the script's own failure.
     """
     if not script or not script.strip():
         return HookResult(name, ran=False)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMX_HOOK")}
+    env = hook_env(os.environ, pass_env).passed
     for key, value in env_facts.items():
         if not _ENV_NAME.fullmatch(key):
             raise InvalidInput(f"hook variable {key!r} must match OMX_[A-Z0-9_]+", field=key)
         env[key] = str(value).replace("\0", "")
     env["OMX_HOOK"] = name
     env["OMX_WORKSPACE"] = str(workspace_path)
+    env = lifeline.tagged(env)  # dies with this worker, even if it is killed before track()
     shell = shutil.which("bash") or shutil.which("sh") or "/bin/sh"
     with tempfile.TemporaryDirectory(prefix="omx-hook-") as tmp:
         context = Path(tmp) / "context.json"
@@ -177,6 +182,13 @@ def run_hook(
         duration_ms = int((time.monotonic() - started) * 1000)
         return HookResult(name, True, exit_code, timed_out, duration_ms, _tail(out_path), _tail(err_path),
                           cancelled=cancelled)
+
+
+def hook_env(base: Mapping[str, str], pass_env: Sequence[str] = ()) -> EnvSplit:
+    """A hook's inherited environment: the worker's minus ``OMX_HOOK*`` (set afresh per hook) and every
+    credential-like name not in ``pass_env`` (the rule of :mod:`omx.engine.envpolicy`). Unlike an agent,
+    a hook keeps omx's other ``OMX_*`` variables: it is the workflow's own trusted script."""
+    return split_env({k: v for k, v in base.items() if not k.startswith("OMX_HOOK")}, allow=pass_env, drop_own=False)
 
 
 class HookRunner:
@@ -200,7 +212,7 @@ class HookRunner:
             "beforeRemove": self.settings.before_remove,
         }[name]
         result = run_hook(name, script, workspace_path, ctx.env(), ctx.facts(), self.settings.timeout_ms,
-                          cancel=cancel)
+                          cancel=cancel, pass_env=self.settings.pass_env)
         if result.ran:
             self.log.log(logging.INFO if result.ok else logging.WARNING, "%s (%s)", result.describe(), workspace_path)
         return result

@@ -7,26 +7,75 @@ a path (workspace keys are sanitized) or the template source.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omx.engine.hooks import HookContext, HookFailed, HookRunner
+from omx.engine.hooks import HookContext, HookFailed, HookRunner, run_hook
+from omx.engine.integration import (
+    IntegrationResult,
+    IntegrationTarget,
+    added_files,
+    ensure_branch,
+    integrate,
+    integrated_commit,
+    is_ancestor,
+    markers_in_commit,
+    merge_tip_into,
+)
 from omx.engine.runtimes.base import RunRequest, RunResult, Runtime, RuntimeEvent, make_runtime
 from omx.engine.runtimes.base import agent_env as agent_env  # re-exported: callers import it from here
-from omx.engine.settings import RuntimeSettings
+from omx.engine.settings import IntegrationSettings, RuntimeSettings
 from omx.engine.slots import MachineSlots
 from omx.engine.source import Activity, Claimed, LeaseLost, WorkSource
 from omx.engine.workflow import Workflow
-from omx.engine.workspaces import Workspace, commit_changes, prepare_workspace, release_workspace
+from omx.engine.workspaces import Workspace, _rev, commit_changes, prepare_workspace, release_workspace
 from omx.errors import InvalidInput, OmxError
 
 log = logging.getLogger("omx.worker")
+#: The verification output an agent is shown (its tail), in characters.
+FEEDBACK_OUTPUT_MAX = 4000
+
+
+class _VerifyCancelled(Exception):
+    """The worker was told to stop while the verification ran."""
+
+
+def integration_feedback(note: dict[str, Any] | None, conflicts: list[str], target: IntegrationTarget | None,
+                         settings: IntegrationSettings) -> str:
+    """What the agent must know about integration, appended to its prompt ("" when nothing).
+
+    ``note``: why the previous attempt was sent back; ``conflicts``: paths that hold conflict markers
+    now. Paths and output are untrusted data: they are shown, never interpreted.
+    """
+    if not note and not conflicts:
+        return ""
+    note = note or {}
+    note_status = note.get("status")
+    lines = ["", "", "---", "omx — integration (read this before you start):"]
+    if conflicts or note_status == "conflict":
+        paths = conflicts or [str(p) for p in note.get("paths") or []]
+        branch = target.branch if target else "the integration branch"
+        lines.append(
+            f"This task's earlier work conflicts with what other tasks have since added to {branch}. "
+            "That branch is merged into this worktree, and git left conflict markers (<<<<<<<, =======, "
+            f">>>>>>>) in: {', '.join(paths[:50])}. Resolve every conflict so that both sides' intents are kept, "
+            "remove every marker, and do not abort the merge; omx commits and integrates the result.")
+    if note_status == "verify_failed":
+        lines.append(f"The merged tree failed the verification command ({settings.verify!r}). "
+                     "The end of its output:")
+        lines += ["```", str(note.get("output") or "")[-FEEDBACK_OUTPUT_MAX:], "```",
+                  "Fix the cause in this worktree; the verification runs again on the merged result."]
+    failures = int(note.get("failures") or 0)
+    lines.append(f"Integration attempt {failures + 1} of {settings.max_attempts}.")
+    return "\n".join(lines) + "\n"
 
 def check_runtime(settings: RuntimeSettings, env: dict[str, str] | None = None) -> None:
     """Refuse to start a worker whose agent program cannot be found on the agent's ``PATH``.
@@ -63,6 +112,7 @@ class Outcome:
     status: str  # completed | failed | released | lost
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    note: dict[str, Any] | None = None  # released: why it could not be integrated, for the next attempt
 
 
 @dataclass
@@ -73,6 +123,7 @@ class RunnerConfig:
     worker: str
     slots: MachineSlots | None = None
     runtime: Runtime | None = None  # one runtime for every run (the worker's app-server pool), else one per run
+    integration: IntegrationTarget | None = None  # a team's branch that finished tasks are merged into
 
 
 class Runner:
@@ -83,7 +134,7 @@ class Runner:
         self.cfg = cfg
         self.settings = cfg.workflow.settings
         self.hooks = HookRunner(self.settings.hooks, logger=log)
-        self._agent_env = agent_env()  # once: filtering os.environ costs ~1 ms, and it does not change
+        self._agent_env = agent_env(runtime=self.settings.runtime)  # once: filtering os.environ costs ~1 ms
         self.turns = 0
 
     def run(self, claimed: Claimed, cancel: threading.Event) -> Outcome:
@@ -94,18 +145,37 @@ class Runner:
                                    name=f"renew-{claimed.key}")
         renewer.start()
         ws: Workspace | None = None
+        target = self.cfg.integration
+        conflicts: list[str] = []
+        if claimed.previous_pid is not None:
+            self._end_previous_attempt(claimed, claimed.previous_pid)
         try:
             try:
                 ctx = self._ctx(claimed, None)
                 def after_create(w: Workspace) -> object:
                     return self.hooks.after_create(w.path, self._ctx(claimed, w), cancel)
 
-                ws = prepare_workspace(self.cfg.repo, self.settings.worktree, self.cfg.namespace, claimed.key,
-                                       on_create=after_create)
+                tip = ensure_branch(target) if target is not None else None
+                ws = prepare_workspace(self.cfg.repo, self.settings.worktree, self.cfg.namespace,
+                                       claimed.workspace_key or claimed.key, on_create=after_create, base=tip)
                 ctx = self._ctx(claimed, ws)
+                if target is not None and tip is not None and not ws.new_branch and ws.mode != "repository":
+                    # A retried task: its branch is an earlier attempt's. Integrated already (a worker
+                    # killed between the merge and the report)? Then report that, once. Else bring the
+                    # integration tip in, conflicts and all, for the agent to work on.
+                    done = integrated_commit(target, claimed.key)
+                    if done is not None:
+                        result = {"integration": {"status": "already", "branch": target.branch, "commit": done},
+                                  "branch": ws.branch, "workspace": str(ws.path), "attempts": 0,
+                                  "summary": "integrated by an earlier attempt"}
+                        return self._report(claimed, Outcome("completed", result), lost)
+                    conflicts = merge_tip_into(ws.path, tip, self.cfg.worker)
             except OmxError as exc:
                 return self._report(claimed, Outcome("failed", error=f"workspace: {exc.message}"), lost)
-            outcome = self._attempts(claimed, ws, ctx, cancel, lost)
+            feedback = integration_feedback(claimed.integration, conflicts, target, self.settings.integration)
+            outcome = self._attempts(claimed, ws, ctx, cancel, lost, feedback)
+            if outcome.status == "completed" and target is not None and ws.mode != "repository":
+                outcome = self._integrate(claimed, ws, outcome, conflicts, cancel, ctx)
             if outcome.status != "completed" and ws.mode == "branch":
                 self._keep_unfinished(claimed, ws, outcome)
             outcome.result.setdefault("duration_ms", int((time.monotonic() - t0) * 1000))
@@ -122,7 +192,7 @@ class Runner:
     # --- attempts ---------------------------------------------------------------------------
 
     def _attempts(self, claimed: Claimed, ws: Workspace, ctx: HookContext, cancel: threading.Event,
-                  lost: threading.Event) -> Outcome:
+                  lost: threading.Event, feedback: str = "") -> Outcome:
         agent = self.settings.agent
         tokens = {"input": 0, "output": 0, "total": 0}
         result: RunResult | None = None
@@ -137,7 +207,7 @@ class Runner:
                 # A source's own ``session`` (the platform's) wins over the default None; passing it
                 # twice as a keyword was a TypeError for every platform session.
                 variables = {"session": None, **claimed.variables, "attempt": claimed.attempt + n - 1}
-                prompt = self.cfg.workflow.render(**variables)
+                prompt = self.cfg.workflow.render(**variables) + feedback
             except HookFailed as exc:
                 error = exc.message
             except OmxError as exc:  # a template that cannot render will not render on retry
@@ -171,6 +241,95 @@ class Runner:
                 return Outcome("failed", base, f"commit: {exc.message}")
             return Outcome("completed", base)
         return Outcome("failed", base, error)
+
+    def _end_previous_attempt(self, claimed: Claimed, pid: int) -> None:
+        """Two agents must never work one worktree: the expired claim's holder on this host may still be
+        alive (stopped, or stalled past its lease) and its agents with it. End them first."""
+        from omx.engine.runtimes import lifeline
+
+        ended = lifeline.end_tagged(pid)
+        if ended:
+            msg = f"ended {len(ended)} process(es) of the previous attempt (worker pid {pid}) before starting"
+            log.warning("%s: %s", claimed.key, msg)
+            self.source.emit(claimed, Activity("progress", msg))
+
+    # --- integration --------------------------------------------------------------------------
+
+    def _integrate(self, claimed: Claimed, ws: Workspace, outcome: Outcome, conflicts: list[str],
+                   cancel: threading.Event, ctx: HookContext) -> Outcome:
+        """Merge a completed attempt into the team's integration branch, or send it back (or fail it)."""
+        target = self.cfg.integration
+        assert target is not None
+        cfg = self.settings.integration
+        result = outcome.result
+        note = claimed.integration or {}
+        head = result.get("commit")
+        if head is None and not ws.new_branch:
+            head = _rev(ws.path, "HEAD")  # a retried branch: its earlier attempts' commits
+            if is_ancestor(ws.path, head, ensure_branch(target)):
+                head = None  # nothing beyond what is integrated already
+        if head is None:
+            result["integration"] = {"status": "unchanged", "branch": target.branch}
+            return outcome
+        was_conflict = bool(conflicts) or note.get("status") == "conflict"
+        check = sorted({*conflicts, *(note.get("paths") or [])}) if was_conflict else []
+        left = markers_in_commit(ws.path, head, check)
+        if left:
+            r = IntegrationResult("conflict", paths=left)
+        else:
+            message = (f"omx: integrate {claimed.key}: {claimed.title[:200]}\n\n"
+                       f"Team: {self.cfg.namespace}\nWorker: {self.cfg.worker}\n")
+            verify = self._verifier(ctx, target, cancel) if cfg.verify else None
+            try:
+                r = integrate(target, claimed.key, head, message, author=self.cfg.worker, verify=verify,
+                              worktree=self.settings.worktree)
+            except _VerifyCancelled:
+                return Outcome("released", result, "interrupted during verification")
+            except OmxError as exc:
+                return Outcome("failed", result, f"integration: {exc.message}")
+        if r.ok:
+            if r.status == "merged" and r.previous and r.commit:
+                r.files = added_files(self.cfg.repo, r.previous, r.commit)
+            result["integration"] = r.to_dict(target.branch)
+            at = (r.commit or "")[:12]
+            self.source.emit(claimed, Activity("progress", f"integrated into {target.branch} at {at}"))
+            return outcome
+        failures = int(note.get("failures") or 0) + 1
+        info = {**r.to_dict(target.branch), "failures": failures, "max_attempts": cfg.max_attempts,
+                "task_commit": head}
+        result["integration"] = info
+        code = "merge_conflict" if r.status == "conflict" else "verify_failed"
+        what = (f"{code}: {', '.join(r.paths[:20])}" if r.status == "conflict"
+                else f"{code}: {cfg.verify!r} failed on the merged tree")
+        if failures >= cfg.max_attempts:
+            result["error_code"] = code
+            return Outcome("failed", result, f"{what} (after {failures} attempts; the work is kept on {ws.branch})")
+        self.source.emit(claimed, Activity("progress", f"{what}; sent back for attempt {failures + 1}"))
+        return Outcome("released", result, what, note=info)
+
+    def _verifier(self, ctx: HookContext, target: IntegrationTarget,
+                  cancel: threading.Event) -> Callable[[Path, str], tuple[bool, str]]:
+        cfg = self.settings.integration
+        script = cfg.verify
+        timeout_ms = cfg.verify_timeout_ms or self.settings.hooks.timeout_ms
+
+        def verify(path: Path, commit: str) -> tuple[bool, str]:
+            extra = {**ctx.extra, "OMX_INTEGRATION_BRANCH": target.branch, "OMX_INTEGRATION_COMMIT": commit}
+            vctx = dataclasses.replace(ctx, extra=extra)
+            res = run_hook("verify", script, path, vctx.env(), vctx.facts(), timeout_ms, cancel=cancel,
+                           pass_env=self.settings.hooks.pass_env)  # the hooks' environment rules
+            if res.cancelled:
+                raise _VerifyCancelled
+            log.log(logging.INFO if res.ok else logging.WARNING, "%s (%s)", res.describe(), commit[:12])
+            parts = [res.describe()]
+            if res.stdout_tail.strip():
+                parts.append(res.stdout_tail.rstrip())
+            if res.stderr_tail.strip():
+                parts.append(res.stderr_tail.rstrip())
+            text = "\n".join(parts)
+            return res.ok, text if len(text) <= FEEDBACK_OUTPUT_MAX else "…" + text[-FEEDBACK_OUTPUT_MAX:]
+
+        return verify
 
     def _run_agent(self, claimed: Claimed, prompt: str, ws: Workspace, cancel: threading.Event) -> RunResult:
         rt = self.settings.runtime
@@ -249,7 +408,7 @@ class Runner:
                 self.source.emit(claimed, Activity("completion", str(outcome.result.get("summary") or "")[:2000]))
                 self.source.complete(claimed, outcome.result)
             elif outcome.status == "released":
-                self.source.release(claimed, outcome.error or "interrupted")
+                self.source.release(claimed, outcome.error or "interrupted", outcome.note)
             else:
                 self.source.emit(claimed, Activity("failure", outcome.error or "failed"))
                 self.source.fail(claimed, outcome.error or "failed", outcome.result)

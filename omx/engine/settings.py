@@ -66,6 +66,8 @@ def _checker(hint: Any, f: _Field) -> Callable[[Any], bool]:
         return lambda v: type(v) is int and (lo is None or v >= lo) and (hi is None or v <= hi)
     if hint is str:
         return lambda v: type(v) is str
+    if hint is bool:
+        return lambda v: type(v) is bool
     if origin is Literal:
         choices = frozenset(typing.get_args(hint))
         return lambda v: type(v) is str and v in choices
@@ -259,6 +261,7 @@ class RuntimeSettings(_Section):
     turn_timeout_ms: int = _field(3_600_000, alias="turnTimeoutMs", ge=1)
     stall_timeout_ms: int = _field(300_000, alias="stallTimeoutMs", ge=0)  # 0 disables
     read_timeout_ms: int = _field(10_000, alias="readTimeoutMs", ge=1)
+    pass_env: list[str] = _field([], alias="passEnv")  # credential-like names the agent gets all the same
 
 
 class HookSettings(_Section):
@@ -267,6 +270,17 @@ class HookSettings(_Section):
     after_run: str | None = _field(None, alias="afterRun")
     before_remove: str | None = _field(None, alias="beforeRemove")
     timeout_ms: int = _field(60_000, alias="timeoutMs", ge=1)
+    pass_env: list[str] = _field([], alias="passEnv")  # credential-like names the hooks get all the same
+
+
+class IntegrationSettings(_Section):
+    """How a team's finished tasks come together on one branch (see :mod:`omx.engine.integration`)."""
+
+    enabled: bool = _field(True)
+    branch: str | None = _field(None)  # default: omx/<team>/integration
+    verify: str | None = _field(None)  # a shell command (trusted: WORKFLOW.md), run on the merged tree
+    verify_timeout_ms: int | None = _field(None, alias="verifyTimeoutMs", ge=1)  # default: hooks.timeoutMs
+    max_attempts: int = _field(2, alias="maxAttempts", ge=1, le=100)
 
 
 class Settings(_Section):
@@ -277,6 +291,7 @@ class Settings(_Section):
     worktree: WorktreeSettings = _field(factory=WorktreeSettings)
     runtime: RuntimeSettings = _field(factory=RuntimeSettings)
     hooks: HookSettings = _field(factory=HookSettings)
+    integration: IntegrationSettings = _field(factory=IntegrationSettings)
 
 
 # --- front matter -> Settings ----------------------------------------------------------------------
@@ -287,6 +302,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "worktree": WorktreeSettings,
     "runtime": RuntimeSettings,
     "hooks": HookSettings,
+    "integration": IntegrationSettings,
 }
 #: Symphony key -> our key (camelCase), or ``None`` when omx has no such setting (a warning).
 #: Symphony keys that are also our snake_case attribute names (``agent.max_concurrent_agents``,
@@ -395,7 +411,36 @@ def _normalize(
         out["runtime"]["command"] = argv
         if problem:
             problems.append(f"{where(key)}: {key}: {problem}")
+    _normalize_pass_env(out, sources, warnings, problems, where)
     return dict(out), sources
+
+
+def _normalize_pass_env(out: dict[str, dict[str, Any]], sources: dict[str, str], warnings: list[str],
+                        problems: list[str], where: Where) -> None:
+    for section in ("runtime", "hooks"):
+        if "passEnv" in out[section]:
+            key = sources[f"{section}.passEnv"]
+            names, problem = _env_names(out[section]["passEnv"])
+            out[section]["passEnv"] = names
+            if problem:
+                problems.append(f"{where(key)}: {key}: {problem}")
+            elif any(n.upper().startswith("OMX_") for n in names or []):
+                warnings.append(f"{where(key)}: {key}: omx's own OMX_* variables never reach an agent; ignored")
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _env_names(value: Any) -> tuple[list[str] | None, str | None]:
+    """``passEnv``: a list of variable names (a string of names split by spaces or commas is taken too)."""
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[\s,]+", value) if v]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return None, f"expected a list of variable names, got {value!r}"
+    bad = [v for v in value if not _ENV_NAME.fullmatch(v)]
+    if bad:
+        return None, f"not a variable name: {', '.join(repr(v) for v in bad)}"
+    return value, None
 
 
 def _put(

@@ -27,6 +27,13 @@ class Claimed:
         attempt: the source's attempt number (1 for the first claim).
         handle: the source's own claim data (token, lease…); the engine never looks inside.
         instructions: trusted extra instructions from the source (e.g. a platform's agent profile).
+        workspace_key: the workspace to use instead of ``key``'s: a claim taken over from a worker on
+            another host works in a worktree of its own (a shared worktree root must never put two
+            hosts' agents in one checkout); ``key`` still names the work (integration, exactly once).
+        previous_pid: a worker on this host whose claim on this work expired and was taken over; its
+            agents may still run (a stopped worker's do), and are ended before this attempt starts.
+        integration: why the previous attempt could not be integrated (a team's task sent back with a
+            merge conflict or a failed verification), or None.
     """
 
     key: str
@@ -36,6 +43,9 @@ class Claimed:
     handle: Any = None
     instructions: str | None = None
     lease_ms: int = 60_000
+    integration: dict[str, Any] | None = None
+    previous_pid: int | None = None  # the worker on this host whose expired claim this one took over
+    workspace_key: str | None = None  # where to work, when not ``key`` (a takeover from another host)
 
 
 @dataclass
@@ -80,8 +90,9 @@ class WorkSource(Protocol):
         """Finish with a failure."""
         ...
 
-    def release(self, claimed: Claimed, reason: str) -> None:
-        """Give the work back, unfinished (shutdown, interrupted)."""
+    def release(self, claimed: Claimed, reason: str, note: dict[str, Any] | None = None) -> None:
+        """Give the work back, unfinished (shutdown, interrupted; ``note``: an integration problem
+        for the next attempt, kept with the work)."""
         ...
 
     def shutdown_requested(self) -> str | None:

@@ -16,8 +16,9 @@ from omx.engine.workflow import load_workflow, runs_codex_app_server
 
 if TYPE_CHECKING:
     from omx.engine.early import EarlyServer
+    from omx.engine.integration import IntegrationTarget
     from omx.engine.runtimes.app_server import AppServerPool
-    from omx.engine.settings import RuntimeSettings
+    from omx.engine.settings import RuntimeSettings, Settings
     from omx.engine.worker import WorkerReport
     from omx.state.filestore import FileStore
 
@@ -52,8 +53,8 @@ def run_team_worker(
             pool.close()
         raise
     runtime = wf.settings.runtime
-    if pool is not None and (runtime.kind != "codex-app-server" or runtime.command):
-        pool.close()  # guessed wrong
+    if pool is not None and (runtime.kind != "codex-app-server" or runtime.command or runtime.pass_env):
+        pool.close()  # guessed wrong (passEnv: the agent's environment differs from the default's)
         pool = None
     if pool is None:
         pool = start_app_servers(runtime, repo)
@@ -74,8 +75,9 @@ def run_team_worker(
         # worker's interrupt (a signal) ends such a wait.
         interrupt = threading.Event()
         source = cast("FileTeamSource", PatientSource(FileTeamSource(store, team, worker), interrupt))
+        target = integration_target(repo, team, wf.settings, source.integration())
         runner = Runner(source, RunnerConfig(repo=repo, workflow=wf, namespace=team, worker=worker,
-                                             slots=MachineSlots(), runtime=pool))
+                                             slots=MachineSlots(), runtime=pool, integration=target))
         opts = WorkerOptions(max_concurrent=wf.settings.agent.max_concurrent_agents, until_empty=until_empty,
                              poll_ms=poll_ms, shutdown_policy=shutdown_policy, max_tasks=max_tasks,
                              install_signals=install_signals)
@@ -83,6 +85,25 @@ def run_team_worker(
     finally:
         if pool is not None:
             pool.close(wait=not exiting)
+
+
+def integration_target(repo: Path, team: str, settings: Settings,
+                       recorded: dict[str, object] | None = None) -> IntegrationTarget | None:
+    """The team's integration branch, or None when there is nothing to integrate.
+
+    ``recorded``: what the leader wrote into the team's config at its start (``branch``, ``base``);
+    it wins over WORKFLOW.md, so every worker of a team merges into the same branch.
+    Repository mode shares one checkout (nothing to bring together), and ``integration.enabled: false``
+    keeps one branch per task.
+    """
+    from omx.engine.integration import IntegrationTarget, check_branch_name, default_branch
+
+    if settings.worktree.mode == "repository" or not settings.integration.enabled:
+        return None
+    recorded = recorded or {}
+    branch = recorded.get("branch") or settings.integration.branch or default_branch(team)
+    base = recorded.get("base") or settings.worktree.base_ref or "HEAD"
+    return IntegrationTarget(repo, team, check_branch_name(repo, str(branch)), str(base))
 
 
 def _adopting_pool(early: EarlyServer, repo: Path) -> AppServerPool:
@@ -108,5 +129,6 @@ def start_app_servers(settings: RuntimeSettings | None, repo: Path, *, prestart:
 
     pool = AppServerPool(repo)
     if prestart:
-        pool.prestart(settings or RuntimeSettings(), agent_env())
+        runtime = settings or RuntimeSettings()
+        pool.prestart(runtime, agent_env(runtime=runtime))
     return pool

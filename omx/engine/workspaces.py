@@ -145,10 +145,13 @@ def prepare_workspace(
     *,
     on_create: Callable[[Workspace], object] | None = None,
     lock_timeout: float | None = None,
+    base: str | None = None,
 ) -> Workspace:
     """Make (or reuse) the workspace for one task; see the module doc for the modes.
 
     Args:
+        base: the commit a new task branch starts from (a team's integration tip); default
+            ``settings.base_ref``, else HEAD.
         on_create: called with the workspace when this call created it (the ``afterCreate`` hook);
             if it raises, the new worktree (or branch) is removed and the error propagates.
         lock_timeout: branch mode only: seconds to wait for the repository (``None``: wait).
@@ -163,10 +166,10 @@ def prepare_workspace(
     safe_key = sanitize_key(key)
     branch = f"omx/{sanitize_key(team)}/{safe_key}"
     if settings.mode == "branch":
-        return _prepare_branch(repo, settings, branch, safe_key, on_create, lock_timeout)
+        return _prepare_branch(repo, settings, branch, safe_key, on_create, lock_timeout, base)
     path = workspace_path(repo, settings, team, key)
     with locked(_lock_dir(repo) / "worktrees.lock", WORKTREES_LOCK_S):
-        ws = _prepare_worktree(repo, settings, path, branch, safe_key)
+        ws = _prepare_worktree(repo, settings, path, branch, safe_key, base)
     if ws.created and on_create is not None:
         try:
             on_create(ws)
@@ -233,7 +236,7 @@ def commit_changes(ws: Workspace, message: str, author_name: str, author_email: 
         current = found[0] if found is not None else _current_branch(ws.path)
         if current != ws.branch:
             raise WorkspaceError(f"{ws.path}: HEAD is {current or 'detached'}, not the task branch {ws.branch}")
-    if not _dirty(ws.path):
+    if not _dirty(ws.path) and not _merge_in_progress(ws.path):
         return None
     _git(ws.path, "add", "-A", *_STATUS_SCOPE)
     ident = {"NAME": _ident(author_name), "EMAIL": _ident(author_email)}
@@ -288,11 +291,14 @@ def list_workspaces(root: Path) -> list[WorkspaceInfo]:
 # --- the modes ---------------------------------------------------------------------------------
 
 
-def _prepare_worktree(repo: Path, settings: WorktreeSettings, path: Path, branch: str, key: str) -> Workspace:
+def _prepare_worktree(
+    repo: Path, settings: WorktreeSettings, path: Path, branch: str, key: str, start: str | None
+) -> Workspace:
     registered = _registered(repo)
-    base = _rev(repo, settings.base_ref or "HEAD")
+    base = start or _rev(repo, settings.base_ref or "HEAD")
     if path.exists():
         if str(path) in registered and _toplevel_or_none(path) == path:
+            _clear_index_lock(path)
             if _current_branch(path) != branch:
                 _checkout(path, branch)
             return Workspace(path, branch, "task", False, _merge_base(path, base), repo, key)
@@ -317,6 +323,7 @@ def _prepare_branch(
     key: str,
     on_create: Callable[[Workspace], object] | None,
     lock_timeout: float | None,
+    start: str | None,
 ) -> Workspace:
     from filelock import FileLock  # here: task mode (the default) need not import it
     from filelock import Timeout as _FileLockTimeout
@@ -330,7 +337,7 @@ def _prepare_branch(
         if _dirty(repo):
             raise WorkspaceDirty(f"{repo} has uncommitted changes; branch mode needs a clean checkout")
         restore = _current_branch(repo) or _rev(repo, "HEAD")
-        base = _rev(repo, settings.base_ref or "HEAD")
+        base = start or _rev(repo, settings.base_ref or "HEAD")
         if _branch_exists(repo, branch):
             _git(repo, "checkout", "-q", branch)
             ws = Workspace(repo, branch, "branch", False, _merge_base(repo, base), repo, key, restore)
@@ -479,6 +486,43 @@ def _dirty(cwd: Path) -> bool:
     # the same checkout (repository mode: every worker) may hold at that moment.
     return bool(_git(cwd, "status", "--porcelain", "-z", "--untracked-files=all", *_STATUS_SCOPE,
                      env={"GIT_OPTIONAL_LOCKS": "0"}).stdout)
+
+
+def _clear_index_lock(path: Path) -> None:
+    """A task worktree reused by a new claim: an ``index.lock`` in it was left by a git killed with an
+    earlier attempt (the claim is ours now, and a takeover on this host ended the old attempt's
+    processes), and would make every git command here fail."""
+    gitdir = Path(_git(path, "rev-parse", "--absolute-git-dir").stdout.strip())
+    lock = gitdir / "index.lock"
+    if lock.exists():
+        lock.unlink(missing_ok=True)
+
+
+def commit_leftovers(path: Path, author: str) -> str | None:
+    """Commit what an interrupted attempt left uncommitted in a task worktree (never ``.omx/``), so
+    that nothing is lost and a merge can go ahead; the new commit's sha, or None when clean."""
+    if not _dirty(path):
+        return None
+    _git(path, "add", "-A", *_STATUS_SCOPE)
+    ident = {"NAME": _ident(author), "EMAIL": _ident(author) + "@omx.invalid"}
+    env = {f"GIT_{who}_{k}": v for who in ("AUTHOR", "COMMITTER") for k, v in ident.items()}
+    _git(path, "commit", "-q", "--no-verify", "-m", "omx: work left by an interrupted attempt", env=env)
+    return _rev(path, "HEAD")
+
+
+def _merge_in_progress(cwd: Path) -> bool:
+    """A merge waits to be concluded (``MERGE_HEAD``): the next commit must be made even with no diff."""
+    dotgit = cwd / ".git"
+    try:
+        if dotgit.is_dir():
+            return (dotgit / "MERGE_HEAD").exists()
+        text = dotgit.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    if text.startswith("gitdir:"):
+        return ((cwd / text[len("gitdir:"):].strip()) / "MERGE_HEAD").exists()
+    proc = _git(cwd, "rev-parse", "-q", "--verify", "MERGE_HEAD", check=False)
+    return proc.returncode == 0
 
 
 def _discard(cwd: Path) -> None:

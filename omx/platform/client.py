@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import threading
 import time
 import uuid
@@ -87,7 +86,6 @@ ROUTES: dict[str, tuple[str, str]] = {
 #: Routes an API key may use; every other ``/api`` route is a worker operation (OAuth user tokens only).
 API_KEY_ALLOWED = frozenset({"me", "list_agents"})
 _CLAIM_GONE = frozenset({"claim_expired", "claim_not_found", "claim_released", "session_cancelled"})
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\x80-\x9f]")
 
 
 class TokenSource(Protocol):
@@ -122,8 +120,11 @@ QUICK = RetryPolicy(attempts=2, base_s=0.2, cap_s=1.0)
 
 
 def clean(text: object, limit: int = 300) -> str:
-    """Text from the platform made safe to print: control characters dropped, length bounded."""
-    return _CONTROL.sub("", str(text))[:limit]
+    """Text from the platform made safe to print: control characters escaped (:func:`omx.terminal.visible`),
+    length bounded."""
+    from omx.terminal import visible
+
+    return visible(text, limit=limit)
 
 
 class PlatformClient:

@@ -283,16 +283,18 @@ class PlatformSource:
             raise
         self._finished(claimed, "failed", f"failed: {error}")
 
-    def release(self, claimed: Claimed, reason: str) -> None:
-        """Give the session back unfinished (it is queued again); the worktree stays."""
+    def release(self, claimed: Claimed, reason: str, note: dict[str, Any] | None = None) -> None:
+        """Give the session back unfinished (it is queued again); the worktree stays.
+
+        ``note`` (an integration problem) never comes: platform sessions stay one branch each."""
         h: PlatformHandle = claimed.handle
         try:
             self.client.release_claim(h.claim_id, reason[:500], retry=RetryPolicy(attempts=4, cap_s=2.0))
-            note = f"released ({reason}); the worktree is kept"
+            said = f"released ({reason}); the worktree is kept"
         except PlatformError as exc:
-            note = (f"could not release the claim ({exc.message}); the platform will mark the session stale "
+            said = (f"could not release the claim ({exc.message}); the platform will mark the session stale "
                     "when its lease runs out")
-        self._finished(claimed, "released", note)
+        self._finished(claimed, "released", said)
 
     def _finished(self, claimed: Claimed, outcome: str, note: str) -> None:
         h: PlatformHandle = claimed.handle

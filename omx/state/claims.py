@@ -72,6 +72,9 @@ class ClaimResult:
 
     task: Task
     token: str
+    #: When the claim took over an expired or orphaned one: ``previous_owner``, ``reason``, and the old
+    #: holder's ``pid`` and ``host`` (so a worker on that host can end the old attempt's agents).
+    took_over: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task.to_dict(), "claimToken": self.token}
@@ -125,6 +128,8 @@ class ClaimOps(TaskOps):
                         task_id=tid, owner=holder,
                     )
                 took_over = {"previous_owner": old.owner, "reason": state}
+                if old.claim is not None and old.claim.pid:
+                    took_over.update(pid=old.claim.pid, host=old.claim.host)
             elif old.status != "pending":
                 raise ClaimConflict(f"task {tid} is {old.status}, not pending", task_id=tid, status=old.status)
             elif old.owner not in (None, worker):
@@ -153,7 +158,7 @@ class ClaimOps(TaskOps):
         if took_over:
             data["took_over"] = took_over
         self._emit(p, "task_claimed", worker=worker, task_id=tid, data=data, now=(now_ms, at))
-        return ClaimResult(new, token)
+        return ClaimResult(new, token, took_over)
 
     def claim_task(
         self, team: str, task_id: str | int, worker: str, *, expected_version: int | None = None,
@@ -390,9 +395,14 @@ class ClaimOps(TaskOps):
         return new
 
     def release_claim(
-        self, team: str, task_id: str | int, worker: str, claim_token: str, *, reason: str | None = None
+        self, team: str, task_id: str | int, worker: str, claim_token: str, *, reason: str | None = None,
+        result: Any = None,
     ) -> Task:
-        """Give a task back: ``in_progress`` → ``pending``, claimable by anyone."""
+        """Give a task back: ``in_progress`` → ``pending``, claimable by anyone.
+
+        ``result``: kept on the task for its next attempt (e.g. why it could not be integrated), with
+        ``reason`` as its ``error`` until it is claimed again.
+        """
         p = self.paths(team)
         tid = names.task_id(task_id)
         _check_token(claim_token)
@@ -400,9 +410,12 @@ class ClaimOps(TaskOps):
             # A holder may give back a task even after its lease ran out, as long as nobody took it.
             _, at = self.now()
             old = self._holder_check(p, tid, worker, claim_token, 0)
-            new = old.replace(**{
+            changes: dict[str, Any] = {
                 "status": "pending", "claim": None, "owner": None, "version": old.version + 1, "updated_at": at,
-            })
+            }
+            if result is not None:
+                changes.update(result=result, error=reason)
+            new = old.replace(**changes)
             self._commit(p, old, new)
             self._emit(p, "task_released", worker=worker, task_id=tid, reason=reason)
         return new

@@ -45,10 +45,11 @@ class TaskOps(StoreBase):
 
     def create_team(
         self, name: str, *, goal: str = "", workers: Iterable[str | WorkerInfo] = (), lease_ms: int = 60_000,
-        shared_group: bool = False,
+        extra: dict[str, Any] | None = None, shared_group: bool = False,
     ) -> TeamConfig:
         """Create a team. Workers are names (``worker-1`` …) or :class:`WorkerInfo`.
 
+        ``extra``: more top-level keys for ``config.json`` (the leader's ``integration`` settings).
         Its files are 0600 and its folders 0700 whatever the umask (task text and results can hold
         private code); ``shared_group``: 0660 and 0770, for a team several accounts of one group work on.
 
@@ -89,6 +90,8 @@ class TaskOps(StoreBase):
             _, at = self.now()
             cfg = TeamConfig(name=name, goal=goal, workers=infos, lease_ms=lease_ms, created_at=at,
                              shared_group=shared_group)
+            if extra:
+                cfg.extra = {k: v for k, v in extra.items() if k not in TeamConfig.__dataclass_fields__}
             self._fmodes[p.team] = fmode
             atomic.write_json(p.config, cfg.to_dict(), mode=fmode)
             self._emit(p, "team_created", data={"workers": [w.name for w in infos], "lease_ms": lease_ms})

@@ -24,6 +24,7 @@ from omx.errors import InvalidInput, OmxError, TeamExists
 from omx.state import modes, names
 from omx.state.filestore import FileStore
 from omx.team.plan import PlannedTask
+from omx.terminal import visible
 
 
 @dataclass
@@ -86,14 +87,47 @@ def plan_tasks(opts: StartOptions, warn: Callable[[str], None]) -> tuple[list[Pl
     return plan.heuristic(opts.goal), "heuristic"
 
 
-def create_team(store: FileStore, opts: StartOptions, tasks: list[PlannedTask]) -> str:
-    """Write the team, its tasks (pre-assigned round-robin unless swarm), identities and inboxes."""
+def integration_plan(opts: StartOptions) -> Callable[[str], dict[str, Any] | None]:
+    """For a team name, the integration settings to record in its config (``None``: none, as in
+    repository mode). Reads WORKFLOW.md now, so a broken one stops the start before anything is written."""
+    from omx.engine.team_worker import integration_target
+    from omx.engine.workflow import load_workflow
+
+    settings = load_workflow(opts.workflow, opts.repo, compile=False).settings
+
+    def plan(team: str) -> dict[str, Any] | None:
+        from omx.engine.workspaces import _rev
+
+        target = integration_target(opts.repo, team, settings)
+        if target is None:
+            return None
+        base = settings.worktree.base_ref or current_branch(opts.repo) or "HEAD"
+        _rev(opts.repo, base)  # a repository without a commit, or a baseRef that names none: say so now
+        return {"branch": target.branch, "base": base}
+
+    return plan
+
+
+def current_branch(repo: Path) -> str | None:
+    out = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "-q", "--short", "HEAD"], capture_output=True,
+                         text=True)
+    return out.stdout.strip() or None
+
+
+def create_team(store: FileStore, opts: StartOptions, tasks: list[PlannedTask],
+                integration: Callable[[str], dict[str, Any] | None] | None = None) -> str:
+    """Write the team, its tasks (pre-assigned round-robin unless swarm), identities and inboxes.
+
+    ``integration``: the settings to record for a team name (see :func:`integration_plan`).
+    """
     base = names.team_name(opts.team) if opts.team else slug(opts.goal)
     team = base
     for n in range(2, 1000):
         try:
             workers = [f"worker-{i}" for i in range(1, opts.workers + 1)]
-            store.create_team(team, goal=opts.goal, workers=workers, lease_ms=opts.lease_ms)
+            found = integration(team) if integration is not None else None
+            store.create_team(team, goal=opts.goal, workers=workers, lease_ms=opts.lease_ms,
+                              extra={"integration": found} if found else None)
             break
         except TeamExists:
             if opts.team:
@@ -259,22 +293,27 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
 
     Returns the final summary plus ``team``, ``planned_by`` and ``laggards`` (workers that did not ACK).
     """
+    def line(text: str) -> None:  # every progress line may carry task data: escaped for the terminal
+        on_line(visible(text))
+
     opts.repo = repo_root(opts.repo)
     if opts.workers < 1 or opts.workers > 64:
         raise InvalidInput("--workers must be between 1 and 64")
-    tasks, planned_by = plan_tasks(opts, lambda m: on_line(f"warning: {m}"))
-    team = create_team(store, opts, tasks)
-    on_line(f"team {team}: {len(tasks)} tasks ({planned_by}), {opts.workers} workers"
-            f"{' in tmux session omx-' + team if opts.tmux else ''}; state under {store.paths(team).dir}")
-    leader = Leader(store, team, opts, on_line)
+    integration = integration_plan(opts)
+    tasks, planned_by = plan_tasks(opts, lambda m: line(f"warning: {m}"))
+    team = create_team(store, opts, tasks, integration)
+    line(f"team {team}: {len(tasks)} tasks ({planned_by}), {opts.workers} workers"
+         f"{' in tmux session omx-' + team if opts.tmux else ''}; state under {store.paths(team).dir}")
+    line(start_integration(store, team, opts.repo))
+    leader = Leader(store, team, opts, line)
     stop: list[str] = []
 
     def on_signal(signum: int, frame: Any) -> None:
         stop.append(signal.Signals(signum).name)
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    view = Progress(store, team, live=live, on_line=on_line)
-    weather = DiskWatch(on_line)
+    view = Progress(store, team, live=live, on_line=line)
+    weather = DiskWatch(on_line)  # escapes what it says itself
     try:
         leader.start()
         while True:
@@ -296,8 +335,8 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
                 weather.trouble(low, key="space")
             else:
                 weather.clear()
-            for name, line in leader.worker_warnings():
-                weather.say(f"{name}: {line}", key=name)
+            for name, said in leader.worker_warnings():
+                weather.say(f"{name}: {said}", key=name)
             if stop or leader.finished(summary):
                 break
             store.await_event(team, cursor=view.cursor, timeout_ms=500)
@@ -308,10 +347,42 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
             signal.signal(sig, h)
     summary = store.summary(team)
     summary.update({"team": team, "planned_by": planned_by, "laggards": laggards,
-                    "interrupted": bool(stop)})
+                    "interrupted": bool(stop), "integration": integration_state(store, team, opts.repo)})
     for n in laggards:
-        on_line(f"{n} did not acknowledge the shutdown within {opts.shutdown_wait_s:g}s and was stopped")
+        line(f"{n} did not acknowledge the shutdown within {opts.shutdown_wait_s:g}s and was stopped")
     return summary
+
+
+def start_integration(store: FileStore, team: str, repo: Path) -> str:
+    """Create the team's integration branch (from its base) now; one line that says what it is."""
+    from omx.engine.integration import IntegrationTarget, ensure_branch, read_refs
+
+    recorded = store.read_config(team).extra.get("integration")
+    if not isinstance(recorded, dict):
+        return "integration: none (repository mode: every worker shares one checkout)"
+    target = IntegrationTarget(repo, team, recorded["branch"], recorded["base"])
+    existed = read_refs(repo, target.ref).get(target.ref)
+    tip = ensure_branch(target)
+    if existed:
+        return f"integration: {target.branch} exists already (at {tip[:10]}); the team builds on it"
+    return f"integration: {target.branch}, from {target.base} at {tip[:10]}"
+
+
+def integration_state(store: FileStore, team: str, repo: Path) -> dict[str, Any] | None:
+    """The integration branch, its tip, its base, and how many commits it is ahead of the base."""
+    from omx.engine.integration import read_refs
+
+    recorded = store.read_config(team).extra.get("integration")
+    if not isinstance(recorded, dict):
+        return None
+    branch, base = str(recorded.get("branch")), str(recorded.get("base"))
+    tip = read_refs(repo, f"refs/heads/{branch}").get(f"refs/heads/{branch}")
+    ahead = None
+    if tip:
+        out = subprocess.run(["git", "-C", str(repo), "rev-list", "--count", f"{base}..{tip}", "--"],
+                             capture_output=True, text=True)
+        ahead = int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip().isdigit() else None
+    return {"branch": branch, "base": base, "tip": tip, "ahead": ahead}
 
 
 WEATHER_MARK = b"the team's state cannot be written"  # what omx.engine.patience and the worker loop log
@@ -334,11 +405,6 @@ def free_space_warning(root: Path) -> str | None:
         return None
     return (f"the team's state cannot be written: {root} has {free // 1024} KB free; "
             "workers wait and retry until there is room")
-
-
-def visible(text: str) -> str:
-    """``text`` with control characters shown as escapes, for a terminal (a path or message can hold any)."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 class DiskWatch:
@@ -386,14 +452,15 @@ class Progress:
 
     def update(self, summary: dict[str, Any]) -> None:
         page = self.store.read_events(self.team, cursor=self.cursor,
-                                      types=["task_claimed", "task_completed", "task_failed", "claim_expired"])
+                                      types=["task_claimed", "task_completed", "task_failed", "claim_expired",
+                                             "task_released"])
         self.cursor = page.cursor
         if self.live is not None:
             self.live.update(self._table(summary))
             return
         for ev in page.events:
             what = {"task_claimed": "claimed", "task_completed": "completed", "task_failed": "FAILED",
-                    "claim_expired": "lost (reclaimed)"}[ev.type]
+                    "claim_expired": "lost (reclaimed)", "task_released": "sent back"}[ev.type]
             extra = f": {ev.reason}" if ev.reason else ""
             self.on_line(f"{time.monotonic() - self.t0:7.1f}s  task {ev.task_id} {what} by {ev.worker}{extra}")
 
@@ -403,12 +470,17 @@ class Progress:
 
         c = summary["counts"]
         head = "  ".join(f"{k} {v}" for k, v in c.items())
+        from rich.text import Text
+
+        def cell(value: object) -> Text:  # plain text, escaped: neither rich markup nor escapes from the data
+            return Text(visible(value))
+
         wt = Table("worker", "state", "task", "heartbeat", "turns", "tokens",
-                   title=f"team {self.team} — {head} — {summary.get('tokens', 0)} tokens", title_justify="left")
+                   title=cell(f"team {self.team} — {head} — {summary.get('tokens', 0)} tokens"), title_justify="left")
         for w in summary["workers"]:
             age = "—" if w["heartbeat_age_ms"] is None else f"{w['heartbeat_age_ms'] / 1000:.1f}s"  # live: seconds
-            wt.add_row(w["name"], w["state"] + (" (stale)" if w["stale"] else ""), w["current_task_id"] or "—",
-                       age, str(w["turn_count"]), str(w.get("tokens", 0)))
+            wt.add_row(cell(w["name"]), cell(f"{w['state']}{' (stale)' if w['stale'] else ''}"),
+                       cell(w["current_task_id"] or "—"), age, cell(w["turn_count"]), cell(w.get("tokens", 0)))
         return Group(wt)
 
     def close(self) -> None:

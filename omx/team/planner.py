@@ -88,8 +88,8 @@ def codex_plan(goal: str, repo: Path, workers: int, *, runtime_settings: Any = N
         update["command"] = None  # the workers' own command is not a Codex app-server
     settings = base.model_copy(update=update)
     prompt = PROMPT.format(workers=workers, max_tasks=MAX_PLANNED, goal=goal)
-    req = RunRequest(prompt=prompt, cwd=repo, env=env if env is not None else agent_env(), settings=settings,
-                     output_schema=PLAN_SCHEMA)
+    req = RunRequest(prompt=prompt, cwd=repo, env=env if env is not None else agent_env(runtime=settings),
+                     settings=settings, output_schema=PLAN_SCHEMA)
     result = make_runtime(settings).run(req, lambda ev: None, threading.Event())
     if not result.ok:
         raise PlannerFailed(f"the planning turn {result.status}: {result.error or 'no error given'}")

@@ -130,3 +130,83 @@ def test_a_reaped_child_is_forgotten_and_the_keeper_leaves_with_the_worker(tmp_p
     assert c.pid not in lifeline._keeper._groups
     lifeline.close()
     assert keeper.poll() is not None  # end of its pipe: it exits
+
+
+#: A worker that dies inside the window: it spawns tagged children but never tells its keeper (as if
+#: it were SIGKILLed between ``Popen`` and ``track``), including a grandchild in a group of its own.
+UNTRACKED = """
+import os, subprocess, sys
+from omx.engine.runtimes import lifeline
+env = lifeline.tagged({"PATH": "/usr/bin:/bin"})
+child = subprocess.Popen(["sleep", "600"], env=env, start_new_session=True)
+nested = subprocess.Popen(["sh", "-c", "setsid sleep 600 & echo $!; wait"], env=env, start_new_session=True,
+                          stdout=subprocess.PIPE, text=True)
+print(child.pid, nested.pid, nested.stdout.readline().strip(), flush=True)
+import time
+time.sleep(600)
+"""
+
+
+def _busy(n: int) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
+def test_children_killed_before_the_keeper_heard_of_them_die_with_the_worker(tmp_path: Path) -> None:
+    """The lifeline's old window: spawned, not yet tracked. Twenty times, on a loaded machine."""
+    load = _busy(3)
+    try:
+        for _ in range(20):
+            worker = subprocess.Popen([sys.executable, "-c", UNTRACKED], stdout=subprocess.PIPE, text=True,
+                                      cwd=tmp_path, env={**os.environ, "OMX_LIFELINE": "keeper"})
+            assert worker.stdout is not None
+            pids = [int(p) for p in worker.stdout.readline().split()]
+            assert len(pids) == 3 and all(pid_alive(p) for p in pids)
+            tag = lifeline.worker_tag(worker.pid)
+            assert sorted(lifeline.processes_tagged(tag)) == sorted(pids)
+            worker.kill()
+            worker.wait()
+            worker.stdout.close()
+            assert all(_wait_gone(p) for p in pids), [p for p in pids if pid_alive(p)]
+            assert lifeline.processes_tagged(tag) == []
+    finally:
+        for p in load:
+            p.kill()
+            p.wait()
+
+
+def test_end_tagged_ends_a_stopped_workers_children_and_spares_the_worker(tmp_path: Path) -> None:
+    worker = subprocess.Popen([sys.executable, "-c", UNTRACKED], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+                              env={**os.environ, "OMX_LIFELINE": "keeper"})
+    try:
+        assert worker.stdout is not None
+        pids = [int(p) for p in worker.stdout.readline().split()]
+        worker.send_signal(signal.SIGSTOP)  # a worker past its lease: alive, frozen
+        found = lifeline.end_tagged(worker.pid, grace_s=1.0)
+        assert sorted(found) == sorted(pids)
+        assert all(_wait_gone(p) or _zombie(p) for p in pids)
+        assert worker.poll() is None  # the worker itself is left alone
+        assert lifeline.end_tagged(os.getpid()) == []  # never this process's own children
+        assert lifeline.end_tagged(worker.pid) == []  # nothing left
+    finally:
+        worker.send_signal(signal.SIGCONT)
+        worker.kill()
+        worker.wait()
+        if worker.stdout is not None:
+            worker.stdout.close()
+
+
+def test_a_tag_does_not_match_a_reused_pid() -> None:
+    me = lifeline.worker_tag()
+    pid, _, start = me.partition(".")
+    assert pid == str(os.getpid()) and start.isdigit()
+    assert lifeline.worker_tag(os.getpid()) == me
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    assert lifeline.worker_tag(int(gone)) == ""  # a dead worker has no tag: nothing to match
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True

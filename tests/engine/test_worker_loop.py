@@ -462,6 +462,44 @@ def test_a_frozen_worker_that_lost_its_lease_stops_its_run_and_reports_nothing(n
     assert not [e for e in rig.events("task_released", "task_failed") if e.task_id == tid]
 
 
+def test_a_takeover_ends_the_frozen_holders_agent_before_its_own_starts(new_rig: Callable[..., Rig]) -> None:
+    # Two agents in one worktree is the failure: worker-1 is frozen past its lease with its agent still
+    # writing; worker-2 must end that agent before it starts its own, so their writes never interleave.
+    rig = new_rig(lease_ms=3000)
+    script = ('echo $$ >> "$WL_OUT/pids"; while [ ! -e "$WL_OUT/go" ]; do echo "$$ $(date +%s%N)" >> '
+              '"$WL_OUT/writes"; sleep 0.02; done; echo done > done.txt; echo "finished by pid $$"')
+    write_workflow(rig, runtime={"kind": "command", "command": bash(script)})
+    tid = rig.store.create_task(rig.team, "one worktree, one agent").id
+
+    frozen = start_worker(rig, "worker-1", "--until-empty")
+    pids: list[int] = []
+    try:
+        wait_until(lambda: len(rig.lines("pids")) == 1, what="worker-1's run to start", proc=frozen)
+        pids.append(int(rig.lines("pids")[0]))
+        freeze_outside_locks(rig, frozen)
+        assert not pid_gone(pids[0])  # frozen worker, running agent
+        heir = start_worker(rig, "worker-2", "--until-empty", poll_ms=50)
+        wait_until(lambda: len(rig.lines("pids")) == 2, what="worker-2's run to start", proc=heir)
+        pids.append(int(rig.lines("pids")[1]))
+        assert pid_gone(pids[0]), "the frozen worker's agent still runs beside the new one"
+        wait_until(lambda: sum(line.startswith(f"{pids[1]} ") for line in rig.lines("writes")) >= 3,
+                   what="worker-2's agent to write", proc=heir)
+        writes = [(int(p), int(t)) for p, t in (line.split() for line in rig.lines("writes"))]
+        last_old = max(t for p, t in writes if p == pids[0])
+        first_new = min(t for p, t in writes if p == pids[1])
+        assert last_old < first_new, "the two agents' writes interleave"
+        open_gate(rig)
+        assert heir.wait() == 0, heir.output()
+        assert "of the previous attempt" in heir.stderr()
+    finally:
+        frozen.signal(signal.SIGCONT)
+        kill_quietly(pids)
+    frozen.wait()
+    task = rig.task(tid)
+    assert task.status == "completed" and task.owner == "worker-2", task.error
+    assert task.result["summary"] == f"finished by pid {pids[1]}"
+
+
 # --- 7. concurrency: per worker and machine-wide --------------------------------------------------
 
 
@@ -514,7 +552,8 @@ def test_untrusted_task_text_is_data_for_the_agent_and_hooks_only(rig: Rig) -> N
     description = (f"line one\n$(touch {pwn}/e)\n`touch {pwn}/f`; touch {pwn}/g\n{{{{ task.subject }}}}\n"
                    "{% raw %}x{% endraw %}\n../../etc/passwd\n-- --force\t\\n\\0 'single' \"double\" > out")
     hook = 'printf "%s" "$OMX_TASK_SUBJECT" > "$WL_OUT/hook-$OMX_HOOK"'
-    script = 'cp "$OMX_PROMPT_FILE" "$WL_OUT/prompt"; cat > "$WL_OUT/stdin"; env > "$WL_OUT/agent-env"; echo ok'
+    script = ('cp "$OMX_PROMPT_FILE" "$WL_OUT/prompt"; cat > "$WL_OUT/stdin"; env > "$WL_OUT/agent-env"; '
+              'echo done > done.txt; echo ok')
     write_workflow(rig, runtime={"kind": "command", "command": bash(script)},
                    hooks={"afterCreate": hook, "beforeRun": hook})
     tid = rig.store.create_task(rig.team, subject, description).id
@@ -535,13 +574,18 @@ def test_untrusted_task_text_is_data_for_the_agent_and_hooks_only(rig: Rig) -> N
     omx_vars = {line.split("=", 1)[0] for line in agent_env.splitlines() if line.startswith("OMX_")}
     # A command agent may get the run's plain facts (ids and names, never task text); omx's own state,
     # like the OMX_HOME the worker has, stays out.
-    assert omx_vars <= {"OMX_PROMPT_FILE", "OMX_TASK_ID", "OMX_TEAM", "OMX_WORKER", "OMX_ATTEMPT"}, omx_vars
+    # OMX_LIFELINE_TAG names the worker process (pid and start time), so that its children die with it.
+    assert omx_vars <= {"OMX_PROMPT_FILE", "OMX_TASK_ID", "OMX_TEAM", "OMX_WORKER", "OMX_ATTEMPT",
+                        "OMX_LIFELINE_TAG"}, omx_vars
     workspace = Path(task.result["workspace"])
     assert ".." not in workspace.parts
     assert workspace.resolve().is_relative_to(rig.worktrees.resolve())
     assert workspace.name == f"task-{tid}"
     assert task.result["branch"] == f"omx/{rig.team}/task-{tid}"
-    assert git(rig.repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/omx") == f"omx/{rig.team}/task-{tid}"
+    branches = git(rig.repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/omx").splitlines()
+    assert branches == [f"omx/{rig.team}/integration", f"omx/{rig.team}/task-{tid}"]
+    # The merge into the integration branch names the task in its message, verbatim (git read it on stdin).
+    assert subject[:200] in git(rig.repo, "log", "-1", "--format=%B", f"omx/{rig.team}/integration")
     assert not list(rig.tmp.rglob("dotdot"))
     assert not list(workspace.glob("out"))
 

@@ -67,7 +67,8 @@ def test_default_template_documents_the_real_defaults() -> None:
             if key in settings[section] and not key[0].isupper():
                 value = rest.split("#")[0].strip()
                 expected = settings[section][key]
-                shown = "null" if expected is None else str(expected)
+                shown = "null" if expected is None else str(expected).lower() if isinstance(expected, bool) \
+                    else str(expected)
                 if key == "command":
                     continue
                 if key == "baseRef":

@@ -120,13 +120,16 @@ def _git_env(cwd: Path, env: dict[str, str], *args: str) -> str:
 
 
 def write_workflow(rig: Rig, *, runtime: dict[str, Any], agent: dict[str, Any] | None = None,
-                   hooks: dict[str, Any] | None = None, body: str = PROMPT_BODY) -> Path:
+                   hooks: dict[str, Any] | None = None, body: str = PROMPT_BODY,
+                   integration: dict[str, Any] | None = None, mode: str = "task") -> Path:
     """Write and commit ``WORKFLOW.md`` (front matter as JSON, which is YAML) with the worktree root in tmp."""
-    front: dict[str, Any] = {"runtime": runtime, "worktree": {"mode": "task", "root": str(rig.worktrees)}}
+    front: dict[str, Any] = {"runtime": runtime, "worktree": {"mode": mode, "root": str(rig.worktrees)}}
     if agent:
         front["agent"] = agent
     if hooks:
         front["hooks"] = hooks
+    if integration:
+        front["integration"] = integration
     path = rig.repo / "WORKFLOW.md"
     path.write_text(f"---\n{json.dumps(front, indent=2)}\n---\n{body}")
     _git_env(rig.repo, rig.env, "add", "WORKFLOW.md")

@@ -29,5 +29,10 @@ def test_omx_demo_offline(tmp_path: Path) -> None:
     assert "OFFLINE DEMO MODEL (scripted answers on 127.0.0.1, not an AI)" in out
     assert "(codex planner)" in out
     assert "4/4 tasks completed by 3 workers" in out
-    assert out.count(": clean") == 4  # every task branch merges cleanly into main
+    assert out.count(": integrated at ") == 4  # every task's work is on the integration branch
+    assert "omx/calc/integration → main: clean" in out
+    # The evaluator (task 2, after task 1) started from the integration branch: the tokenizer was there.
+    assert "calc/evaluate.py builds on calc/tokenize.py: found it" in out
+    assert "$ omx team land --team calc" in out
+    assert "fast-forward: main is now at " in out
     assert not list(tmp_path.glob("omx-demo-*")), "the demo cleans up after itself unless --keep"

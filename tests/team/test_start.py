@@ -43,7 +43,7 @@ def summary(repo: Path, team: str) -> dict:  # type: ignore[type-arg]
 
 
 def test_start_with_a_plan_runs_to_completion(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path, ["bash", "-c", "echo done $OMX_PROMPT_FILE > out.txt; echo ok"])
+    repo = make_repo(tmp_path, ["bash", "-c", "echo done $OMX_PROMPT_FILE > out-$OMX_TASK_ID.txt; echo ok"])
     plan = tmp_path / "plan.md"
     plan.write_text("- write a\n- write b (after #1)\n- write c\n- write d\n")
     r = start(repo, "team", "start", "build abcd", "--workers", "2", "--plan", str(plan), "--team", "abcd")
@@ -56,12 +56,18 @@ def test_start_with_a_plan_runs_to_completion(tmp_path: Path) -> None:
     assert s["counts"]["completed"] == 4 and s["drained"]
     assert {w["state"] for w in s["workers"]} == {"done"}
     rep = json.loads(start(repo, "team", "report", "--team", "abcd", "--json").stdout)
-    assert [m["merges"] for m in rep["merges"]] == ["clean"] * 4  # each branch alone merges into the base
+    # One integration branch holds all four tasks, and it merges cleanly into the base.
+    assert rep["merges"] == [{"branch": "omx/abcd/integration", "merges": "clean"}]
     assert all(t["commit"] and t["branch"].startswith("omx/abcd/task-") for t in rep["tasks"])
+    assert all(t["integration"]["status"] == "merged" for t in rep["tasks"])
+    assert rep["integration"]["ahead"] == 8  # four task commits and their four merges
+    assert rep["integration"]["landed"] is False
 
 
-def test_report_finds_conflicting_branches(tmp_path: Path) -> None:
-    repo = make_repo(tmp_path, ["bash", "-c", "echo $OMX_TASK_ID > shared.txt; echo ok"])
+def test_report_finds_conflicting_branches_without_integration(tmp_path: Path) -> None:
+    # integration.enabled: false keeps one branch per task (nothing merged): the report then checks each.
+    repo = make_repo(tmp_path, ["bash", "-c", "echo $OMX_TASK_ID > shared.txt; echo ok"],
+                     "integration:\n  enabled: false\n")
     r = start(repo, "swarm", "2", "one, two and three", "--team", "conf", "--planner", "heuristic")
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads(start(repo, "team", "report", "--team", "conf", "--json").stdout)
@@ -170,3 +176,30 @@ def test_ctrl_c_stops_the_team_cleanly(tmp_path: Path) -> None:
 def summary_text(repo: Path) -> str:
     r = subprocess.run([OMX, "team", "events", "--team", "cc"], cwd=repo, capture_output=True, text=True)
     return r.stdout
+
+
+def test_a_team_builds_on_its_own_work_and_lands_it(tmp_path: Path) -> None:
+    """The new user's scenario: task 2 looks for the file task 1 wrote, then the result lands on main."""
+    script = ('if [ "$OMX_TASK_ID" = 1 ]; then echo parser > parser.txt; echo wrote the parser; '
+              'elif [ -f parser.txt ]; then echo HAVE_PARSER > test.txt; echo HAVE_PARSER; '
+              'else echo NO_PARSER > test.txt; echo NO_PARSER; fi')
+    repo = make_repo(tmp_path, ["bash", "-c", script])
+    plan = tmp_path / "plan.md"
+    plan.write_text("1. write the parser\n2. test the parser (after #1)\n")
+    r = start(repo, "team", "start", "parser", "--workers", "2", "--plan", str(plan), "--team", "parse")
+    assert r.returncode == 0, r.stdout + r.stderr
+    branch = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    assert f"integration: omx/parse/integration, from {branch} at " in r.stdout
+    assert "land it: omx team land --team parse" in r.stdout
+    config = json.loads((repo / ".omx/state/team/parse/config.json").read_text())
+    assert config["integration"] == {"branch": "omx/parse/integration", "base": branch}
+    rep = start(repo, "team", "report", "--team", "parse")
+    assert "task 1: integrated at " in rep.stdout and ": parser.txt" in rep.stdout
+    assert "task 2: integrated at " in rep.stdout and ": test.txt" in rep.stdout
+    assert "omx/parse/integration → " in rep.stdout and ": clean" in rep.stdout
+    landed = start(repo, "team", "land", "--team", "parse")
+    assert landed.returncode == 0, landed.stdout + landed.stderr
+    assert (repo / "test.txt").read_text() == "HAVE_PARSER\n"
+    assert (repo / "parser.txt").read_text() == "parser\n"
+    assert "is landed in" in start(repo, "team", "report", "--team", "parse").stdout

@@ -38,6 +38,9 @@ runtime:
   # turnTimeoutMs: 3600000        # a turn longer than this is interrupted
   # stallTimeoutMs: 300000        # no runtime event for this long interrupts the turn (0: never)
   # readTimeoutMs: 10000          # a runtime that does not answer a request in time has failed
+  # passEnv: []                   # variables the agent gets although their names look like credentials
+  #                               # (*KEY*, *TOKEN*, *PASS*, ...: withheld otherwise). The Codex model
+  #                               # provider's env_key passes anyway. `omx workflow check` lists both.
 
 hooks:
   # Shell scripts run with bash in the workspace. Task facts arrive only as OMX_* environment
@@ -48,10 +51,21 @@ hooks:
   # afterRun: null                # after each attempt; failure is logged
   # beforeRemove: null            # before a workspace is removed; failure is logged
   # timeoutMs: 60000              # a hook running longer is killed, with its children
+  # passEnv: []                   # credential-like variables the hooks get all the same
   # For example:
   #   afterCreate: |
   #     uv sync --frozen
   #   beforeRun: git fetch --quiet origin
+
+integration:
+  # A team's finished tasks are merged into one branch before they count as completed, and every
+  # new task starts from that branch, so a task sees the work of the tasks it depends on.
+  # enabled: true                 # false: one branch per task, nothing merged
+  # branch: null                  # default: omx/<team>/integration
+  # verify: null                  # a shell command run on the merged tree (e.g. pytest -q); the
+  #                               # branch moves only when it passes, else the task is retried
+  # verifyTimeoutMs: null         # default: hooks.timeoutMs
+  # maxAttempts: 2                # merge conflicts or failed verifications before the task fails
 ---
 You are {{ worker }}, a member of team {{ team }}, working in a git checkout of this repository.
 

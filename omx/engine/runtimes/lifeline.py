@@ -19,9 +19,17 @@ second agent in the same worktree. Two ways to prevent it; :func:`preexec_fn` an
 
 The keeper ignores SIGINT and SIGHUP (a Ctrl-C or a closed terminal reaches the whole foreground
 group; the worker handles those itself, and the keeper must outlive it to do its job). If the keeper
-itself is killed, the next spawn starts a new one. Not covered: a worker killed between a child's
-``exec`` and the ``+`` line — microseconds on an idle machine, but a loaded one can deschedule the
-worker there long enough for the child to run its first command.
+itself is killed, the next spawn starts a new one.
+
+**The tag.** A worker killed between a child's ``exec`` and the ``+`` line would leave that child
+unlisted. So every child also carries ``OMX_LIFELINE_TAG=<worker pid>.<worker start time>`` in its
+environment (:func:`tagged`: added *before* the spawn), and the keeper, which knows the tag from its
+start, also ends every process whose environment holds it (read from ``/proc/<pid>/environ``; a child's
+children inherit it). A pid and its start time name one process since boot, so the tag never matches
+a stranger after pid reuse, and another worker on the host can compute it from the claim's ``pid``:
+:func:`end_tagged` is how a worker that takes over an expired claim ends the old attempt's agents
+before its own start (the old worker may be alive but stopped, e.g. SIGSTOP). A child that clears its
+environment loses the tag; its process group is still listed.
 """
 
 from __future__ import annotations
@@ -33,7 +41,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 
 _PR_SET_PDEATHSIG = 1
 
@@ -42,6 +51,9 @@ MODE_ENV = "OMX_LIFELINE"
 
 #: After the worker is gone: SIGTERM to every group still listed, SIGKILL to what is left after this.
 KEEPER_GRACE_S = 3.0
+
+#: The variable every tracked child carries (see the module doc); its value names the worker.
+TAG_ENV = "OMX_LIFELINE_TAG"
 
 _KEEPER = r"""
 import os, signal, sys
@@ -53,6 +65,29 @@ for line in sys.stdin.buffer:
     if pid.isdigit():
         (groups.add if op == b"+" else groups.discard)(int(pid))
 import time
+NEEDLE = TAG_ENV.encode() + b"=" + TAG.encode() + b"\0"
+def tagged():  # children that carry this worker's tag, listed or not (the spawn-to-track window)
+    found = set()
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        if pid == os.getpid():
+            continue
+        try:
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                if NEEDLE in f.read() + b"\0":
+                    found.add(pid)
+        except OSError:
+            pass
+    return found
+strays = tagged()
+for pid in strays:  # a stray's own group, and the stray itself should it be in a foreign one
+    try:
+        groups.add(os.getpgid(pid))
+    except OSError:
+        pass
 def gone(pid):  # the group's leader exited: a zombie (nobody may reap it now) counts as gone
     try:
         with open("/proc/%d/stat" % pid, "rb") as f:
@@ -80,6 +115,11 @@ while alive and time.monotonic() < until:
 for pgid in groups:  # what the leaders left behind in their groups, and leaders that ignored SIGTERM
     try:
         os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+for pid in strays | tagged():
+    try:
+        os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
 """
@@ -117,10 +157,12 @@ class _Keeper:
         proc = self._proc
         if proc is not None and self._pid == os.getpid() and proc.poll() is None:
             return proc
+        head = f"GRACE_S = {KEEPER_GRACE_S}\nTAG_ENV = {TAG_ENV!r}\nTAG = {worker_tag()!r}\n"
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", f"GRACE_S = {KEEPER_GRACE_S}\n" + _KEEPER], stdin=subprocess.PIPE,
+                [sys.executable, "-I", "-S", "-c", head + _KEEPER], stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True,
+                env={k: v for k, v in os.environ.items() if k != TAG_ENV},  # never a match for itself
             )
         except OSError:
             return None
@@ -183,6 +225,84 @@ def preexec_fn() -> Callable[[], None] | None:
     with this worker: ``None`` with the keeper — then call :func:`track` with the child's pid right
     after ``Popen`` and :func:`untrack` once it is reaped — else :func:`die_with_parent`."""
     return None if _keeper_mode() and _keeper.available() else die_with_parent()
+
+
+def worker_tag(pid: int | None = None) -> str:
+    """``<pid>.<start time>`` of process ``pid`` (default: this one): unique on this host since boot.
+
+    Without ``/proc`` (or for a process that is gone): the pid alone for this process, else "".
+    """
+    own = pid is None
+    pid = os.getpid() if pid is None else pid
+    if own and _own_tag[0] == pid:
+        return str(_own_tag[1])
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            start = f.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return str(pid) if own else ""
+    if own:
+        _own_tag[:] = [pid, f"{pid}.{start}"]
+    return f"{pid}.{start}"
+
+
+_own_tag: list[object] = [0, ""]  # this process's tag, once read (a fork reads its own)
+
+
+def tagged(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` plus this worker's tag, for a child that must die with this worker (see the module doc).
+
+    With the keeper, it is running (and knows the tag) before this returns: a child spawned with the
+    result is covered even before :func:`track`.
+    """
+    out = dict(env)
+    if _keeper_mode() and _keeper.available():
+        out[TAG_ENV] = worker_tag()
+    return out
+
+
+def processes_tagged(tag: str) -> list[int]:
+    """The pids whose environment holds ``OMX_LIFELINE_TAG=<tag>`` (``/proc``; [] without it)."""
+    if not tag:
+        return []
+    needle = f"{TAG_ENV}={tag}\0".encode()
+    out = []
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if needle in f.read() + b"\0":
+                    out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
+def end_tagged(worker_pid: int, *, grace_s: float = 2.0) -> list[int]:
+    """End the children of worker ``worker_pid`` on this host (an expired claim's old attempt): SIGTERM
+    to each one's process group, SIGKILL to what is left after ``grace_s``. Returns the pids found.
+
+    The worker itself is not touched (it may be stopped, and its other work is its own business).
+    """
+    tag = worker_tag(worker_pid) if worker_pid != os.getpid() else ""
+    found = processes_tagged(tag)
+    if not found:
+        return []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in found:
+            with contextlib.suppress(OSError):
+                os.killpg(os.getpgid(pid), sig)
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 5.0)
+        while time.monotonic() < deadline and processes_tagged(tag):
+            time.sleep(0.02)
+        if not processes_tagged(tag):
+            break
+    return found
 
 
 def track(pgid: int) -> None:

@@ -1,7 +1,8 @@
 """Integration: the cost of merging one finished task into its team's integration branch.
 
-200 one-file task branches (each a commit on the base, as a task started from the integration tip
-would be) are merged by 4 worker processes at once, 50 each, two ways, in the same run:
+200 one-file tasks are merged by 4 worker processes at once, 50 each, two ways, in the same run. As in a
+team, each task starts from the branch's tip as it is when the task is claimed (its commit is made then,
+not timed), and is merged once it is done:
 
 * **omx** — ``omx.engine.integration.integrate()``: ``merge-tree --write-tree`` + ``commit-tree`` +
   one ``update-ref`` transaction (branch and exactly-once marker), no checkout touched;
@@ -46,8 +47,8 @@ def task_file(i: int, files: int) -> str:
     return f"src/pkg{i % max(1, files // 40):03d}/task-{i:04d}.txt"
 
 
-def make_repo(base: Path, tasks: int, files: int) -> tuple[Path, str, list[str]]:
-    """A repository with ``files`` files on main, and one branch per task adding ``t-<i>.txt``."""
+def make_repo(base: Path, files: int) -> tuple[Path, str]:
+    """A repository with ``files`` files on main, in folders of 40."""
     repo = base / "repo"
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True, env=ENV)
     for i in range(files):  # a project's shape: folders of 40 files, not one flat folder
@@ -56,43 +57,40 @@ def make_repo(base: Path, tasks: int, files: int) -> tuple[Path, str, list[str]]
         path.write_text(f"line {i}\n" * 20)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "base")
-    main = git(repo, "rev-parse", "main")
-    index = base / "bench-index"
-    branches = []
-    for i in range(tasks):
-        env = {"GIT_INDEX_FILE": str(index)}
-        git(repo, "read-tree", main, env=env)
-        blob = git(repo, "hash-object", "-w", "--stdin", stdin=f"task {i}\n")
-        git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{task_file(i, files)}", env=env)
-        tree = git(repo, "write-tree", env=env)
-        commit = git(repo, "commit-tree", tree, "-p", main, "-m", f"task {i}")
-        name = f"omx/bench/task-{i}"
-        git(repo, "update-ref", f"refs/heads/{name}", commit)
-        branches.append(name)
-    return repo, main, branches
+    return repo, git(repo, "rev-parse", "main")
+
+
+def task_commit(repo: Path, parent: str, i: int, files: int, index: Path) -> str:
+    """Task ``i``'s work: one new file, committed on ``parent`` (plumbing: not what is measured)."""
+    env = {"GIT_INDEX_FILE": str(index)}
+    git(repo, "read-tree", parent, env=env)
+    blob = git(repo, "hash-object", "-w", "--stdin", stdin=f"task {i}\n")
+    git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{task_file(i, files)}", env=env)
+    tree = git(repo, "write-tree", env=env)
+    return git(repo, "commit-tree", tree, "-p", parent, "-m", f"task {i}")
 
 
 def worker(mode: str, repo: Path, target: str, scratch: Path, lock_path: Path, seq_path: Path,
-           branches: list[str], out: Path) -> None:
+           tasks: list[int], files: int, out: Path) -> None:
+    """Like a team worker: each task starts from the branch's tip as it is when the task is claimed,
+    is committed (not timed), then merged under the lock (timed)."""
     from omx.engine.integration import IntegrationTarget, integrate
 
     samples = []
-    tgt = IntegrationTarget(repo, "bench", target, "main")
+    tgt = IntegrationTarget(repo, target.replace("/", "-"), target, "main")  # a team per round
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    for b in branches:
+    index = out.with_suffix(".index")
+    for i in tasks:
+        head = task_commit(repo, git(repo, "rev-parse", target), i, files, index)
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             t0 = time.perf_counter_ns()
             if mode == "omx":
-                head = subprocess.run(["git", "-C", str(repo), "rev-parse", b], capture_output=True, text=True,
-                                      check=True).stdout.strip()
-                t0 = time.perf_counter_ns()  # the task's own commit is known to a real worker
-                r = integrate(tgt, b.rsplit("/", 1)[-1] + f"-{target.rsplit('/', 1)[-1]}", head,
-                              f"omx: integrate {b}", author="bench")
+                r = integrate(tgt, f"task-{i}", head, f"omx: integrate task-{i}", author="bench")
                 assert r.status == "merged", r
             else:
                 subprocess.run(["git", "-C", str(scratch), "merge", "--no-ff", "--no-edit", "-q", "-m",
-                                f"merge {b}", b], check=True, env=ENV, capture_output=True)
+                                f"merge task-{i}", head], check=True, env=ENV, capture_output=True)
             cost = (time.perf_counter_ns() - t0) / 1e6
             seq = int(seq_path.read_text() or 0) if seq_path.exists() else 0
             seq_path.write_text(str(seq + 1))
@@ -102,7 +100,7 @@ def worker(mode: str, repo: Path, target: str, scratch: Path, lock_path: Path, s
     out.write_text(json.dumps(samples))
 
 
-def run_round(base: Path, repo: Path, main: str, branches: list[str], mode: str, n: int, files: int) -> list[float]:
+def run_round(base: Path, repo: Path, main: str, tasks: int, mode: str, n: int, files: int) -> list[float]:
     """Costs in merge order (the n-th merge onto the branch first)."""
     target = f"bench/{mode}-{n}"
     git(repo, "branch", target, main)
@@ -112,10 +110,9 @@ def run_round(base: Path, repo: Path, main: str, branches: list[str], mode: str,
     lock, seq = base / f"lock-{mode}-{n}", base / f"seq-{mode}-{n}"
     procs = []
     for w in range(WORKERS):
-        mine = branches[w::WORKERS]
         out = base / f"out-{mode}-{n}-{w}.json"
         args = [PY, __file__, "--worker", mode, str(repo), target, str(scratch), str(lock), str(seq),
-                json.dumps(mine), str(out)]
+                json.dumps(list(range(w, tasks, WORKERS))), str(files), str(out)]
         procs.append((subprocess.Popen(args), out))
     samples: list[tuple[int, float]] = []
     for p, out in procs:
@@ -123,7 +120,7 @@ def run_round(base: Path, repo: Path, main: str, branches: list[str], mode: str,
             raise SystemExit(f"a {mode} worker failed")
         samples += [tuple(x) for x in json.loads(out.read_text())]  # type: ignore[misc]
     have = set(git(repo, "ls-tree", "-r", "--name-only", target).split())
-    missing = [b for b in branches if task_file(int(b.rsplit("-", 1)[-1]), files) not in have]
+    missing = [i for i in range(tasks) if task_file(i, files) not in have]
     if missing:
         raise SystemExit(f"{mode} round {n}: {len(missing)} merges lost")
     return [cost for _, cost in sorted(samples)]
@@ -131,8 +128,9 @@ def run_round(base: Path, repo: Path, main: str, branches: list[str], mode: str,
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        _, _, mode, repo, target, scratch, lock, seq, branches, out = sys.argv
-        worker(mode, Path(repo), target, Path(scratch), Path(lock), Path(seq), json.loads(branches), Path(out))
+        _, _, mode, repo, target, scratch, lock, seq, tasks_json, files_s, out = sys.argv
+        worker(mode, Path(repo), target, Path(scratch), Path(lock), Path(seq), json.loads(tasks_json), int(files_s),
+               Path(out))
         return 0
     a = parse_args(__doc__.splitlines()[0], extra=[(["--files"], {"type": int, "default": None,
                                                                   "help": "files in the repository (default 1000)"})])
@@ -142,10 +140,10 @@ def main() -> int:
                  a.quick)
     costs: dict[str, list[list[float]]] = {"omx": [], "baseline": []}
     with temp_root() as base:
-        repo, main_sha, branches = make_repo(base, tasks, files)
+        repo, main_sha = make_repo(base, files)
         for n in range(2):
             for mode in ("omx", "baseline"):
-                costs[mode].append(run_round(base, repo, main_sha, branches, mode, n, files))
+                costs[mode].append(run_round(base, repo, main_sha, tasks, mode, n, files))
     omx_all = [c for r in costs["omx"] for c in r]
     base_all = [c for r in costs["baseline"] for c in r]
     m_omx, m_base = median(omx_all), median(base_all)

@@ -115,8 +115,8 @@ def test_a_real_worker_gives_the_agent_and_hooks_only_what_they_need(tmp_path: P
         assert {n: env.get(n) for n in ORDINARY} == ORDINARY
         assert "PATH" in env and env.get("PWD")  # the working directory is no password
     assert "omxk_never" not in everything
-    assert not {n for n in agent if n.startswith("OMX_")} - {
-        "OMX_TASK_ID", "OMX_TEAM", "OMX_WORKER", "OMX_ATTEMPT", "OMX_PROMPT_FILE"}
+    assert not {n for n in agent if n.startswith("OMX_")} - {  # the tag names the worker (the lifeline's)
+        "OMX_TASK_ID", "OMX_TEAM", "OMX_WORKER", "OMX_ATTEMPT", "OMX_PROMPT_FILE", "OMX_LIFELINE_TAG"}
 
 
 def test_workflow_check_lists_what_passes_by_name_only(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from worker_helpers import (
@@ -344,7 +345,8 @@ def test_a_killed_workers_task_is_taken_over_at_once_and_its_token_refused(rig: 
     assert git(rig.repo, "show", f"{task.result['commit']}:second.txt") == "second"
     claims = rig.events("task_claimed", task_id=tid)
     assert [e.worker for e in claims] == ["worker-1", "worker-2"]
-    assert claims[1].data["took_over"] == {"previous_owner": "worker-1", "reason": "orphaned"}
+    assert claims[1].data["took_over"] == {"previous_owner": "worker-1", "reason": "orphaned",
+                                                     "pid": ANY, "host": ANY}
     with pytest.raises(OmxError):  # and after completion, the dead token is still worth nothing
         rig.store.transition_task(rig.team, tid, "worker-1", token, "failed", error="late")
     assert rig.task(tid).status == "completed"

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from unittest.mock import ANY
 
 import pytest
 
@@ -230,7 +231,8 @@ def test_killed_holder_with_pid_is_reclaimed_at_once(
     if not reaped:
         assert _proc_state(proc.pid) == "Z", "the holder was still an unreaped zombie at takeover"
     claimed = [e for e in event_lines(root, "crash")[0] if e["type"] == "task_claimed"]
-    assert claimed[-1]["data"]["took_over"] == {"previous_owner": "worker-1", "reason": "orphaned"}
+    assert claimed[-1]["data"]["took_over"] == {"previous_owner": "worker-1", "reason": "orphaned",
+                                                     "pid": ANY, "host": ANY}
 
     _old_token_refused(omx_api, root, held["token"])
     code, env = omx_api(root, "transition-task-status", team_name="crash", task_id="1", worker="worker-2",

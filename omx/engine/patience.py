@@ -81,14 +81,19 @@ class PatientSource:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._source, name)
 
-    def start(self) -> None:
-        patiently("starting", self._source.start, self._stop)
+    # Arguments are passed through as given: the source protocol's signatures are the source's business.
 
-    def complete(self, claimed: Any, result: dict[str, Any]) -> None:
-        patiently(f"reporting {claimed.key} completed", lambda: self._source.complete(claimed, result), self._stop)
+    def start(self, *args: Any, **kwargs: Any) -> Any:
+        return patiently("starting", lambda: self._source.start(*args, **kwargs), self._stop)
 
-    def fail(self, claimed: Any, error: str, result: dict[str, Any]) -> None:
-        patiently(f"reporting {claimed.key} failed", lambda: self._source.fail(claimed, error, result), self._stop)
+    def complete(self, claimed: Any, *args: Any, **kwargs: Any) -> Any:
+        return patiently(f"reporting {claimed.key} completed",
+                         lambda: self._source.complete(claimed, *args, **kwargs), self._stop)
 
-    def release(self, claimed: Any, reason: str) -> None:
-        patiently(f"releasing {claimed.key}", lambda: self._source.release(claimed, reason), self._stop)
+    def fail(self, claimed: Any, *args: Any, **kwargs: Any) -> Any:
+        return patiently(f"reporting {claimed.key} failed", lambda: self._source.fail(claimed, *args, **kwargs),
+                         self._stop)
+
+    def release(self, claimed: Any, *args: Any, **kwargs: Any) -> Any:
+        return patiently(f"releasing {claimed.key}", lambda: self._source.release(claimed, *args, **kwargs),
+                         self._stop)

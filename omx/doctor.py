@@ -120,6 +120,8 @@ def check_state(root: Path, report: Report, *, fix: bool = False) -> None:
         except Exception as exc:
             report.add(f"team {team}: config", False, str(exc))
             continue
+        if fix:
+            _move_torn_aside(store, team, report)
         bad: list[str] = []
         for path, cls in _state_files(p.dir):
             try:
@@ -128,6 +130,11 @@ def check_state(root: Path, report: Report, *, fix: bool = False) -> None:
                 bad.append(f"{path}: {exc}")
         bad += _bad_event_lines(p.events)
         report.add(f"team {team}: files", not bad, "all valid" if not bad else "\n".join(bad))
+        torn = store.torn_events(team)
+        report.add(f"team {team}: event log", not torn, "no torn lines" if not torn else
+                   f"{len(torn)} torn line(s) (bytes that are no event, skipped by readers) at byte "
+                   + ", ".join(str(t["offset"]) for t in torn[:20]) + " — omx doctor --fix moves them aside",
+                   level="error")
         summary = store.summary(team)
         expired = summary["expired_claims"]
         report.add(f"team {team}: claims", not expired,
@@ -148,9 +155,7 @@ def check_state(root: Path, report: Report, *, fix: bool = False) -> None:
             report.add(f"team {team}: index", True, "consistent with the task files")
         report.add(f"team {team}: locks", True, "kernel locks (flock) die with their holder: none can be stale",
                    level="info")
-        temps = [str(x) for x in p.dir.rglob(".*.tmp")]
-        report.add(f"team {team}: temp files", not temps, "none" if not temps else
-                   "left by a crash mid-write (safe to delete): " + ", ".join(temps), level="warning")
+        _check_temps(p.dir, team, report, fix=fix)
         check_integration(root, store, team, report, fix=fix)
         if fix:
             counts = store.rebuild_index(team)
@@ -187,6 +192,54 @@ def _toplevel(path: Path) -> Path | None:
     return Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
 
 
+STALE_TEMP_S = 60.0  # a temp file is written and renamed within milliseconds: one this old was left by a crash
+
+
+def _check_temps(team_dir: Path, team: str, report: Report, *, fix: bool) -> None:
+    import time
+
+    now = time.time()
+    stale: list[Path] = []
+    young: list[Path] = []
+    for x in sorted(team_dir.rglob(".*.tmp")):
+        try:
+            (stale if now - x.lstat().st_mtime > STALE_TEMP_S else young).append(x)
+        except FileNotFoundError:
+            continue  # renamed into place meanwhile
+    note = f"; {len(young)} being written now (younger than {STALE_TEMP_S:g} s), left alone" if young else ""
+    name = f"team {team}: temp files"
+    if fix and stale:
+        deleted: list[Path] = []
+        for x in stale:
+            try:
+                x.unlink()
+                deleted.append(x)
+            except FileNotFoundError:
+                continue
+        report.add(name, True, f"deleted {len(deleted)} left by a crash mid-write: "
+                   + ", ".join(str(x) for x in deleted) + note, level="info")
+    elif stale:
+        report.add(name, False, "left by a crash mid-write (safe to delete; omx doctor --fix deletes them): "
+                   + ", ".join(str(x) for x in stale) + note, level="warning")
+    elif young:
+        report.add(name, True, note[2:], level="info")
+    else:
+        report.add(name, True, "none")
+
+
+def _move_torn_aside(store: Any, team: str, report: Report) -> None:
+    from omx.errors import OmxError
+
+    try:
+        moved = store.move_torn_aside(team)
+    except OmxError as exc:
+        report.add(f"team {team}: event log", False, f"could not move torn lines aside: {exc.message}")
+        return
+    if moved["moved"]:
+        report.add(f"team {team}: event log", True, f"moved {moved['moved']} torn line(s) ({moved['bytes']} bytes) "
+                   f"to {moved['side_file']}; blanked in place, so cursors stay valid", level="info")
+
+
 def _state_files(team_dir: Path) -> list[tuple[Path, type[Record]]]:
     from omx.models import Task, TeamConfig
 
@@ -200,13 +253,17 @@ def _state_files(team_dir: Path) -> list[tuple[Path, type[Record]]]:
 
 def _bad_event_lines(path: Path) -> list[str]:
     from omx import schema
+    from omx.state.events import split_torn
 
     bad: list[str] = []
     try:
         with open(path, "rb") as f:
             for n, line in enumerate(f, start=1):
+                torn, data = split_torn(line)
+                if torn or data is None:
+                    continue  # torn bytes are the event log check's; a blank line is one moved aside
                 try:
-                    schema.validate(Event, json.loads(line))
+                    schema.validate(Event, data)
                 except ValueError as exc:
                     bad.append(f"{path}:{n}: {exc}")
     except FileNotFoundError:

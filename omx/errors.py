@@ -10,12 +10,14 @@ exit  meaning
 1     the operation was refused (claim_conflict, lease_expired, invalid_transition, ...)
 2     bad input (invalid_input, unknown_operation, bad names)
 3     not found (team, task, worker, message)
-4     internal or environment failure (lock timeout, corrupt state, I/O error)
+4     internal or environment failure (lock timeout, corrupt state, disk full, I/O error)
 ====  ==========================================================================
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Any
 
 EXIT_OK = 0
@@ -178,6 +180,26 @@ class CorruptState(OmxError):
     code = "corrupt_state"
 
 
+class DiskFull(OmxError):
+    """Raised when a write found no room (ENOSPC, EDQUOT, EFBIG); carries the path. The old file is left whole."""
+
+    code = "disk_full"
+
+
+#: The errnos that mean "no room for these bytes": the device, the user's quota, or the file size limit.
+DISK_FULL_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(errno, n))
+
+
+def disk_full(exc: OSError, path: str | None = None) -> DiskFull | None:
+    """The :class:`DiskFull` that ``exc`` means (naming ``path``, else the exception's file), or None."""
+    if exc.errno not in DISK_FULL_ERRNOS:
+        return None
+    where = path or (os.fspath(exc.filename) if exc.filename is not None else "?")
+    name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return DiskFull(f"{where}: no room to write ({name}: {exc.strerror}); nothing was changed",
+                    path=str(where), errno=name)
+
+
 ALL_ERRORS: tuple[type[OmxError], ...] = (
     OmxError,
     InvalidInput,
@@ -200,6 +222,7 @@ ALL_ERRORS: tuple[type[OmxError], ...] = (
     NotEmpty,
     LockTimeout,
     CorruptState,
+    DiskFull,
 )
 
 #: Every code the API may print, mapped to its exit status.

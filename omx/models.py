@@ -286,6 +286,7 @@ class TeamConfig(Record):
     workers: list[WorkerInfo] = field(default_factory=list)
     lease_ms: int = 60_000
     next_task_id: int = 1
+    shared_group: bool = False  # files 0660 and folders 0770 (else 0600/0700): a team shared by one group's accounts
     extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     MINIMUM: ClassVar[dict[str, int]] = {"lease_ms": 1, "next_task_id": 1}

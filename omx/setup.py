@@ -59,8 +59,8 @@ def install(home: Path | None = None) -> SetupReport:
             continue
         (report.updated if dest.exists() else report.installed).append(name)
         d.mkdir(exist_ok=True)
-        atomic.write_bytes(dest, src)
-        (d / MARKER).write_text("omx setup --uninstall removes this folder\n")
+        atomic.write_bytes(dest, src, mode=0o644)  # skills are documentation, not private state
+        atomic.write_bytes(d / MARKER, b"omx setup --uninstall removes this folder\n", mode=0o644)
     return report
 
 

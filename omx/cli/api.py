@@ -203,23 +203,33 @@ def handle(args: list[str], stdin: Any = None) -> tuple[dict[str, Any] | str, in
 
             return operation_help(spec), 0
         payload = _read_input(opts["input"], stdin) if opts["input"] is not None else {}
-        data = _call(spec, payload, opts["root"])
+        data, warnings = _call(spec, payload, opts["root"])
     except errors.OmxError as exc:
         return _envelope(operation, error=exc.to_dict()), exc.exit_status
     except KeyboardInterrupt:
         return _envelope(operation, error={"code": "interrupted", "message": "interrupted"}), 130
+    except OSError as exc:
+        full = errors.disk_full(exc)  # a write the store did not name (a folder, a lock file): still disk_full
+        if full is not None:
+            return _envelope(operation, error=full.to_dict()), full.exit_status
+        err = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+        return _envelope(operation, error=err), errors.EXIT_INTERNAL
     except Exception as exc:
         err = {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
         return _envelope(operation, error=err), errors.EXIT_INTERNAL
-    return _envelope(operation, data=data), 0
+    out = _envelope(operation, data=data)
+    if warnings:
+        out["warnings"] = warnings  # the call succeeded; something beside it did not (an event line on a full disk)
+    return out, 0
 
 
-def _call(spec: Any, payload: dict[str, Any], root_opt: str | None) -> Any:
+def _call(spec: Any, payload: dict[str, Any], root_opt: str | None) -> tuple[Any, list[str]]:
     from omx.state.filestore import FileStore
     from omx.state.paths import default_root
 
     root = Path(root_opt).expanduser() if root_opt else default_root(Path(os.getcwd()))
-    return spec.call(FileStore(root), payload)
+    store = FileStore(root)
+    return spec.call(store, payload), store.warnings
 
 
 def all_operations() -> dict[str, Any]:

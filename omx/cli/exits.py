@@ -13,10 +13,13 @@ def guarded(fn: Callable[[], Any], on_other: Callable[[Exception], int | None] |
 
     ``on_other`` may claim any other exception (typer's usage errors) by returning an exit status.
     """
-    from omx.errors import EXIT_INTERNAL, OmxError
+    from omx.errors import EXIT_INTERNAL, OmxError, disk_full
 
     try:
-        rv = fn()
+        try:
+            rv = fn()
+        except OSError as exc:
+            raise disk_full(exc) or exc from None
     except OmxError as exc:
         from omx.terminal import visible
 

@@ -41,13 +41,15 @@ def create(
     workers: int = typer.Option(2, "--workers", "-w", min=0, max=64, help="workers worker-1..worker-N"),
     lease_ms: int = typer.Option(60_000, "--lease-ms", min=1, help="claim lease; workers renew every lease/3"),
     goal: str = typer.Option("", "--goal", help="the team's goal, shown in inboxes"),
+    shared_group: bool = typer.Option(False, "--shared-group",
+                                      help="let the group read and write the state (files 0660, folders 0770)"),
     root: Path | None = RootOpt,
     as_json: bool = typer.Option(False, "--json", help="print the config as JSON"),
 ) -> None:
     """Create a team (no tasks yet: add them with `omx team api create-task`)."""
     store = _store(root)
     cfg = store.create_team(team, goal=goal, workers=[f"worker-{i}" for i in range(1, workers + 1)],
-                            lease_ms=lease_ms)
+                            lease_ms=lease_ms, shared_group=shared_group)
     if as_json:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
     else:

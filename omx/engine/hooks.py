@@ -41,6 +41,7 @@ from omx.engine.envpolicy import EnvSplit, split_env
 from omx.engine.runtimes import lifeline
 from omx.engine.settings import HookSettings
 from omx.errors import InvalidInput, OmxError
+from omx.state import atomic
 
 HookName = Literal["afterCreate", "beforeRun", "afterRun", "beforeRemove"]
 TAIL_BYTES = 4096
@@ -168,7 +169,8 @@ def run_hook(
     with tempfile.TemporaryDirectory(prefix="omx-hook-") as tmp:
         context = Path(tmp) / "context.json"
         payload = {"hook": name, "workspace": str(workspace_path), **facts_json}
-        context.write_text(json.dumps(payload, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+        atomic.write_bytes(context, json.dumps(payload, ensure_ascii=False, indent=2, default=str).encode(),
+                           durable=False)  # whole or DiskFull: a hook never reads half a context
         env["OMX_HOOK_CONTEXT"] = str(context)
         out_path, err_path = Path(tmp) / "stdout", Path(tmp) / "stderr"
         started = time.monotonic()

@@ -7,9 +7,10 @@ imports, the startup ACK, the claim, the worktree — happens while Codex starts
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from omx.engine.workflow import load_workflow, runs_codex_app_server
 
@@ -64,19 +65,23 @@ def run_team_worker(
             store = store()
         wf.compile()
         from omx.engine.filesource import FileTeamSource
+        from omx.engine.patience import PatientSource
         from omx.engine.runner import Runner, RunnerConfig, check_runtime
         from omx.engine.slots import MachineSlots
         from omx.engine.worker import Worker, WorkerOptions
 
         check_runtime(wf.settings.runtime)  # before the ACK: a worker that cannot run an agent must not claim work
-        source = FileTeamSource(store, team, worker)
+        # Its reports wait out a full disk rather than drop a finished task (omx.engine.patience); the
+        # worker's interrupt (a signal) ends such a wait.
+        interrupt = threading.Event()
+        source = cast("FileTeamSource", PatientSource(FileTeamSource(store, team, worker), interrupt))
         target = integration_target(repo, team, wf.settings, source.integration())
         runner = Runner(source, RunnerConfig(repo=repo, workflow=wf, namespace=team, worker=worker,
                                              slots=MachineSlots(), runtime=pool, integration=target))
         opts = WorkerOptions(max_concurrent=wf.settings.agent.max_concurrent_agents, until_empty=until_empty,
                              poll_ms=poll_ms, shutdown_policy=shutdown_policy, max_tasks=max_tasks,
                              install_signals=install_signals)
-        return Worker(source, runner, opts).run()
+        return Worker(source, runner, opts, interrupt=interrupt).run()
     finally:
         if pool is not None:
             pool.close(wait=not exiting)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from omx.engine.patience import Backoff, describe, is_weather
 from omx.engine.runner import Outcome, Runner
 from omx.engine.source import WorkSource
 from omx.errors import LockTimeout
@@ -51,12 +52,15 @@ class WorkerReport:
 class Worker:
     """Drives a :class:`Runner` over a :class:`WorkSource`."""
 
-    def __init__(self, source: WorkSource, runner: Runner, opts: WorkerOptions) -> None:
+    def __init__(self, source: WorkSource, runner: Runner, opts: WorkerOptions,
+                 interrupt: threading.Event | None = None) -> None:
         self.source = source
         self.runner = runner
         self.opts = opts
         self.stop_reason: str | None = None
-        self.interrupt = threading.Event()  # set: running work is cancelled
+        # Set: running work is cancelled. Given by a caller whose PatientSource must stop waiting with it.
+        self.interrupt = interrupt or threading.Event()
+        self._weather = Backoff()
         self._active: dict[threading.Thread, threading.Event] = {}
         self._lock = threading.Lock()
         self.report = WorkerReport()
@@ -102,6 +106,10 @@ class Worker:
                 beat.join(timeout=5)
             try:
                 self.source.stop(self.report.reason)
+            except Exception as exc:
+                if not is_weather(exc):
+                    raise
+                log.warning("could not record that the worker stopped: %s", describe(exc))
             finally:
                 for sig, handler in old.items():
                     signal.signal(sig, handler)
@@ -117,6 +125,16 @@ class Worker:
                 # timeout already; it says so and polls again.
                 log.warning("the team's state stayed locked: %s; trying again", exc.message)
                 self._pause(LOCKED_RETRY_S)
+            except Exception as exc:
+                if not is_weather(exc):
+                    raise
+                # A full disk (or EIO) fails every write, claims included; the space usually comes back
+                # (issue 10: a team whose workers left stalled for good). Warn, back off, poll again.
+                wait = self._weather.take()
+                log.warning("the team's state cannot be written: %s; trying again in %gs", describe(exc), wait)
+                self._pause(wait)
+            else:
+                self._weather.reset()
 
     def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, or less if a signal asks the worker to stop."""
@@ -188,6 +206,19 @@ class Worker:
             try:
                 outcome = self.runner.run(claimed, cancel)
             except Exception as exc:  # a bug in one run must not take the worker down
+                if is_weather(exc):
+                    # The run could not write what it needed (its prompt, its workspace): the task is not
+                    # at fault. Give it back for a later attempt rather than fail it.
+                    log.warning("%s: the disk is full or failing (%s); releasing it for a later attempt",
+                                claimed.key, describe(exc))
+                    outcome = Outcome("released", error=f"could not run: {describe(exc)}")
+                    try:
+                        self.source.release(claimed, outcome.error or "disk full")
+                    except Exception:
+                        log.exception("could not release %s", claimed.key)
+                    with self._lock:
+                        self.report.add(outcome)
+                    return
                 log.exception("run of %s crashed", claimed.key)
                 outcome = Outcome("failed", error=f"internal error: {exc}")
                 try:

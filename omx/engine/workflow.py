@@ -204,7 +204,9 @@ def init_workflow(path: Path, *, force: bool = False) -> Path:
     if path.exists() and not force:
         raise WorkflowExists(f"{path} already exists (use --force to overwrite)", path=str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(DEFAULT_WORKFLOW_MD, encoding="utf-8")
+    from omx.state import atomic
+
+    atomic.write_bytes(path, DEFAULT_WORKFLOW_MD.encode(), mode=0o644)  # whole or not at all; a repo file
     return path
 
 

@@ -37,6 +37,7 @@ from omx.platform.runstate import (
     read_state,
     take_start_failure,
 )
+from omx.state import modes
 
 MAX_LOG_BYTES = 10 * 1024 * 1024
 #: How ``status`` and the refusals describe each ``mode`` a running worker records.
@@ -83,12 +84,13 @@ def start(worker_id: str, *, extra_args: list[str] | None = None, wait_s: float 
         raise Refused(f"worker {worker_id} is already running (pid {current.pid}) {current.how()}; "
                       f"`omx worker stop --worker {worker_id}` stops it", worker=worker_id, pid=current.pid)
     log = log_path(worker_id)
-    log.parent.mkdir(parents=True, exist_ok=True)
+    modes.make_dirs(log.parent)
     if log.exists() and log.stat().st_size > MAX_LOG_BYTES:  # one old log is kept, as <log>.1
         os.replace(log, log.with_name(log.name + ".1"))
     argv = [sys.executable, "-m", "omx", "worker", "watch", "--worker", worker_id, "--background",
             *(extra_args or [])]
-    with open(os.devnull, "rb") as devnull, log.open("ab") as out:
+    # The log holds prompts and agent output: private (0600) whatever the umask.
+    with open(os.devnull, "rb") as devnull, os.fdopen(modes.create_file(log, os.O_WRONLY | os.O_APPEND), "ab") as out:
         out.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: omx worker watch --worker {worker_id}\n"
                   .encode())
         out.flush()

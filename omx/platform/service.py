@@ -27,6 +27,7 @@ from omx.platform.errors import PlatformConfigError
 from omx.platform.runstate import StateFile, lock_holder, lock_path, pid_path, read_pid
 from omx.platform.source import PlatformSource
 from omx.platform.template import PLATFORM_WORKFLOW_MD
+from omx.state import atomic
 
 DEFAULT_LEASE_MS = 60_000
 
@@ -137,7 +138,7 @@ def exclusive(worker_id: str) -> Iterator[None]:
         raise Refused(f"worker {worker_id} is already running here" + (f" (pid {other})" if other else "")
                       + f"; `omx worker stop --worker {worker_id}` stops it", worker=worker_id) from None
     try:
-        pid_path(worker_id).write_text(f"{os.getpid()}\n")
+        atomic.write_bytes(pid_path(worker_id), f"{os.getpid()}\n".encode(), durable=False, mode=0o644)
         yield
     finally:
         if read_pid(worker_id) == os.getpid():

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 import threading
@@ -42,6 +43,7 @@ from omx.platform.errors import (
 from omx.platform.models import ClaimGrant, Session
 from omx.platform.runstate import StateFile
 from omx.platform.template import session_variables
+from omx.state import atomic, modes
 
 log = logging.getLogger("omx.platform")
 _URL = re.compile(r"https?://[^\s<>\"'`)\]]+")
@@ -316,9 +318,13 @@ class PlatformSource:
             except PlatformError:
                 pass
         path = run_dir() / f"worker-{self.worker_id}-undelivered.jsonl"
-        with path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"session_id": h.session.id, "claim_id": h.claim_id, "outcome": outcome,
-                                     "result": _result(result), "error": exc.message, "at": _now_iso()}) + "\n")
+        line = json.dumps({"session_id": h.session.id, "claim_id": h.claim_id, "outcome": outcome,
+                           "result": _result(result), "error": exc.message, "at": _now_iso()}) + "\n"
+        fd = modes.create_file(path, os.O_WRONLY | os.O_APPEND)  # a result: private, whatever the umask
+        try:
+            atomic.write_all(fd, line.encode(), str(path))  # one whole line or DiskFull
+        finally:
+            os.close(fd)
         what = "reported a failure instead" if told else f"the result is kept in {path}"
         msg = f"{outcome}, but the platform could not be told ({exc.message}); gave up: {what}"
         self.state.update(last_error=msg)

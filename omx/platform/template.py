@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from omx.platform.models import Session
+from omx.state import atomic
 
 PLATFORM_WORKFLOW_MD = """\
 ---
@@ -128,5 +129,5 @@ def write_starter_workflow(path: Path) -> bool:
     if path.exists():
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(PLATFORM_WORKFLOW_MD, encoding="utf-8")
+    atomic.write_bytes(path, PLATFORM_WORKFLOW_MD.encode(), mode=0o644)  # whole or not at all; a repo file
     return True

@@ -83,7 +83,9 @@ def _types(v: Any) -> list[str] | None:
 @op("create-team", (F("goal", default="", max_len=GOAL_LEN),
                     F("workers", "count_or_strs", default=1, help="a count (worker-1..worker-N) or a list of names",
                       max_len=64, item_len=NAME_LEN),
-                    F("lease_ms", "int", default=60_000, lo=1, hi=7 * 24 * 3_600_000)),
+                    F("lease_ms", "int", default=60_000, lo=1, hi=7 * 24 * 3_600_000),
+                    F("shared_group", "bool", default=False,
+                      help="files 0660 and folders 0770 (group access) instead of 0600 and 0700")),
     "Create a team with its workers and lease length.", ours=True)
 def _create_team(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str, Any]:
     w = a["workers"]
@@ -91,7 +93,8 @@ def _create_team(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str
         if not 0 <= w <= 64:
             raise InvalidInput("workers must be between 0 and 64", field="workers")
         w = [f"worker-{n}" for n in range(1, w + 1)]
-    cfg = s.create_team(a["team_name"], goal=a["goal"] or "", workers=w, lease_ms=a["lease_ms"])
+    cfg = s.create_team(a["team_name"], goal=a["goal"] or "", workers=w, lease_ms=a["lease_ms"],
+                        shared_group=bool(a["shared_group"]))
     return {"config": cfg.to_dict()}
 
 
@@ -385,13 +388,21 @@ def _append_event(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[st
 def _read_events(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str, Any]:
     page = s.read_events(a["team_name"], cursor=a["cursor"] or 0, limit=a["limit"] or 1000, types=_types(a["types"]),
                          worker=a["worker"], task_id=_tid(a["task_id"]))
-    return {"events": [e.to_dict(exclude_none=True) for e in page.events], "cursor": page.cursor,
-            "count": len(page.events)}
+    return _page(page)
+
+
+def _page(page: Any) -> dict[str, Any]:
+    out = {"events": [e.to_dict(exclude_none=True) for e in page.events], "cursor": page.cursor,
+           "count": len(page.events)}
+    if page.torn:  # bytes that are no event, skipped (see omx doctor --fix)
+        out["torn"] = page.torn
+        out["warning"] = (f"{len(page.torn)} torn line(s) in the event log were skipped; "
+                          "`omx doctor --fix` moves them aside")
+    return out
 
 
 @op("await-event", (*EVENT_FILTERS, TIMEOUT), "Block until an event after the cursor arrives, or the timeout.")
 def _await_event(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str, Any]:
     page = s.await_event(a["team_name"], cursor=a["cursor"] or 0, timeout_ms=a["timeout_ms"],
                          types=_types(a["types"]), worker=a["worker"], task_id=_tid(a["task_id"]))
-    return {"events": [e.to_dict(exclude_none=True) for e in page.events], "cursor": page.cursor,
-            "count": len(page.events), "timed_out": not page.events}
+    return {**_page(page), "timed_out": not page.events}

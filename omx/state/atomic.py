@@ -7,6 +7,7 @@ Temp files are named ``.<name>.<random>.tmp`` so that listings can skip and swee
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -14,42 +15,79 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from omx.errors import CorruptState
-from omx.state import forks
+from omx.errors import CorruptState, disk_full
+from omx.state import forks, modes
 
 TMP_SUFFIX = ".tmp"
 
 
 def write_bytes(
-    path: str | os.PathLike[str], data: bytes, *, durable: bool = True, mode: int | None = None,
+    path: str | os.PathLike[str], data: bytes, *, durable: bool = True, mode: int = modes.FILE,
     reuse: str | None = None,
 ) -> None:
-    """Replace ``path`` with ``data`` atomically (fsync'd when ``durable``; ``mode`` set whatever the umask).
+    """Replace ``path`` with ``data`` atomically (fsync'd when ``durable``), or raise and leave it as it was.
 
-    ``reuse``: an empty file that is about to be deleted (an index marker the same write retires) whose
-    inode may serve as the temp file instead of a new one (see :func:`_adopt`); ignored when unsuitable.
+    ``mode``: the new file's permissions whatever the umask (0600 unless the team is shared, see
+    :mod:`omx.state.modes`). Every byte is written or the write fails: a short ``write`` (a nearly
+    full disk, a file size limit) is continued, and one that cannot go on raises
+    :class:`~omx.errors.DiskFull` naming ``path``; the temp file is removed and ``path`` keeps its old
+    content, whole. ``reuse``: an empty file that is about to be deleted (an index marker the same write
+    retires) whose inode may serve as the temp file instead of a new one (see :func:`_adopt`); ignored
+    when unsuitable.
     """
     folder, sep, name = os.fspath(path).rpartition("/")  # os.path.split + join, minus their Python
     tmp = f"{folder}{sep}.{name}.{random_hex8()}{TMP_SUFFIX}"
-    fd = _adopt(reuse, tmp) if reuse is not None and mode is None else -1
-    if fd < 0:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644 if mode is None else mode)
+    fd = _adopt(reuse, tmp, mode) if reuse is not None else -1  # cleans up after itself
+    made = fd < 0
+    if made:
+        try:
+            fd = os.open(tmp, _CREATE_FLAGS, mode)
+        except OSError as exc:  # nothing made (an existing name is another writer's: not ours to delete)
+            raise disk_full(exc, os.fspath(path)) or exc from None
     try:
         try:
-            if mode is not None:
+            if made and modes.needs_chmod(mode):
                 os.fchmod(fd, mode)
-            os.write(fd, data)
+            write_all(fd, data, os.fspath(path))
             if durable:
                 os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:  # a file system that has gone read-only: the original error counts
             pass
+        full = disk_full(exc, os.fspath(path)) if isinstance(exc, OSError) else None
+        if full is not None:
+            raise full from None
         raise
+
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def write_all(fd: int, data: bytes, path: str) -> None:
+    """Write all of ``data`` at ``fd``'s position; raise :class:`~omx.errors.DiskFull` if that cannot be done.
+
+    ``os.write`` may write less than it was given (the device or the file size limit fills up part
+    way; a signal): the rest is written by further calls, and the call that can write nothing more
+    raises ENOSPC/EFBIG (or returns 0, taken as ENOSPC). What was written stays: callers undo it (a
+    temp file is deleted, an appended line truncated away).
+    """
+    n = os.write(fd, data)
+    if n == len(data):
+        return
+    view = memoryview(data)
+    while n < len(data):
+        try:
+            wrote = os.write(fd, view[n:])
+        except OSError as exc:
+            raise disk_full(exc, path) or exc from None
+        if wrote <= 0:
+            raise disk_full(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path) or OSError(errno.ENOSPC, path)
+        n += wrote
 
 
 _POOL_BYTES = 2048  # 512 names per getrandom
@@ -80,14 +118,15 @@ def random_hex8() -> str:
 _ADOPT_FLAGS = os.O_WRONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def _adopt(src: str, tmp: str) -> int:
+def _adopt(src: str, tmp: str, mode: int) -> int:
     """Make ``tmp`` a second name of the empty file ``src`` and open it for writing; -1 if unsuitable.
 
     On ext4 without a journal a new inode first scans past every inode freed in the last minute or
     more, which made file creation the largest CPU cost of a claim; a marker the write retires anyway
     can carry the new content instead (no inode allocated, none freed). Only a plain empty file whose
     sole other name is ``src`` is taken, so no reader can see the writes: a marker is never opened for
-    reading, and never another file's inode.
+    reading, and never another file's inode. Its permissions must be the ones asked for (markers are
+    made with the team's file mode): the inode becomes the task file.
     """
     try:
         os.link(src, tmp)
@@ -102,7 +141,8 @@ def _adopt(src: str, tmp: str) -> int:
         st = os.fstat(fd)
     except OSError:
         st = None
-    if st is None or not stat.S_ISREG(st.st_mode) or st.st_nlink != 2 or st.st_size != 0:
+    if (st is None or not stat.S_ISREG(st.st_mode) or st.st_nlink != 2 or st.st_size != 0
+            or stat.S_IMODE(st.st_mode) != mode):  # a marker from before private modes: not for a 0600 file
         os.close(fd)
         _discard(tmp)
         return -1
@@ -132,9 +172,11 @@ def dumps(obj: Any) -> bytes:
     return ("".join(encode(obj, 0)) + "\n").encode()
 
 
-def write_json(path: str | os.PathLike[str], obj: Any, *, durable: bool = True, reuse: str | None = None) -> None:
-    """Write ``obj`` as pretty JSON to ``path`` atomically (``reuse``: see :func:`write_bytes`)."""
-    write_bytes(path, dumps(obj), durable=durable, reuse=reuse)
+def write_json(
+    path: str | os.PathLike[str], obj: Any, *, durable: bool = True, reuse: str | None = None, mode: int = modes.FILE,
+) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (``reuse``, ``mode``: see :func:`write_bytes`)."""
+    write_bytes(path, dumps(obj), durable=durable, reuse=reuse, mode=mode)
 
 
 def read_bytes(path: str | os.PathLike[str]) -> bytes:
@@ -176,10 +218,12 @@ def ignore_in_git(folder: Path) -> None:
     """Keep ``folder`` (omx's own files inside a user's repo) out of ``git status`` with a ``*`` .gitignore."""
     ignore = folder / ".gitignore"
     if not ignore.exists():
-        folder.mkdir(parents=True, exist_ok=True)
+        modes.make_dirs(folder)
         try:
             fd = os.open(ignore, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return
-        with os.fdopen(fd, "w") as f:
-            f.write("# omx's own state and locks: never committed\n*\n")
+        try:
+            write_all(fd, b"# omx's own state and locks: never committed\n*\n", os.fspath(ignore))
+        finally:
+            os.close(fd)

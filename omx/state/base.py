@@ -15,6 +15,7 @@ opens the task under its lock, and :meth:`StoreBase.rebuild_index` rebuilds the 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -25,13 +26,18 @@ from pathlib import Path
 from typing import Any
 
 from omx.clock import SYSTEM_CLOCK, Clock, iso, parse_iso
-from omx.errors import CorruptState, TaskNotFound, TeamNotFound
+from omx.errors import CorruptState, DiskFull, TaskNotFound, TeamNotFound, disk_full
 from omx.models import Task, TeamConfig
-from omx.state import atomic
+from omx.state import atomic, modes
 from omx.state.encode import event_line, task_bytes
 from omx.state.fds import KeptFds, linked
 from omx.state.names import task_id as parse_task_id
 from omx.state.paths import TeamPaths
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
 
 PRIORITY_LIMIT = 100_000_000
 _SORT_BASE = 1_000_000_000
@@ -82,7 +88,7 @@ def migrate_ready(p: TeamPaths, entries: list[str]) -> None:
             if len(name) != KEY_LEN:
                 continue
             dest = ready_marker(p, name)
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            modes.make_dirs(dest.parent, modes.dir_for(modes.mode_of(p.ready) & 0o666))
             with contextlib.suppress(FileNotFoundError):
                 os.replace(src if src.is_file() else src / name, dest)
         if src.is_dir():
@@ -152,15 +158,28 @@ def fast_iso(ms: int) -> str:
 _MARKER_FLAGS = os.O_CREAT | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
 
 
-def _touch(path: str | Path) -> None:
-    # A reader may remove an empty ready bucket between our mkdir and our open: try again.
+def _touch(path: str | Path, mode: int = modes.FILE) -> None:
+    # A reader may remove an empty ready bucket between our mkdir and our open: try again. The mode is
+    # the team's file mode: a marker's inode may become a task file (atomic._adopt).
     for _ in range(100):
         try:
-            os.close(os.open(path, _MARKER_FLAGS, 0o644))
+            _make_marker(path, mode)
             return
         except FileNotFoundError:
-            os.makedirs(os.path.dirname(os.fspath(path)), exist_ok=True)
-    os.close(os.open(path, _MARKER_FLAGS, 0o644))
+            modes.make_dirs(os.path.dirname(os.fspath(path)), modes.dir_for(mode))
+    _make_marker(path, mode)
+
+
+def _make_marker(path: str | Path, mode: int) -> None:
+    try:
+        fd = os.open(path, _MARKER_FLAGS, mode)
+    except OSError as exc:
+        raise disk_full(exc, os.fspath(path)) or exc from None
+    try:
+        if modes.needs_chmod(mode):
+            os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 def _link(src: str, dest: str) -> bool:
@@ -191,7 +210,78 @@ _SEEN_MAX = 64  # task files whose last known content a store keeps parsed
 _SEEN_MAX_BYTES = 1 << 16
 
 _event_fds = KeptFds(8)  # events.ndjson of the teams used lately, open for appending
-_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+_APPEND_FLAGS = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)  # RDWR: the tail is read back (_open_events)
+
+
+_EVENTS_LOCK_TIMEOUT_S = 30.0
+_UNWRITTEN_MAX = 10_000  # event lines a store keeps while the disk is full (~3 MB); later ones are dropped
+
+
+def _flocked(fd: int, path: str) -> None:
+    """``flock(fd, LOCK_EX)``, polling up to the state locks' timeout (:class:`~omx.errors.LockTimeout` then)."""
+    if fcntl is None:  # pragma: no cover - not POSIX: appends are not serialised there
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    import time
+
+    from omx.errors import LockTimeout
+
+    # Held for one write (microseconds) by every store call that changes something: a wait is usually
+    # for one other appender, so the polling starts at 50 µs rather than the task locks' 1 ms.
+    deadline = time.monotonic() + _EVENTS_LOCK_TIMEOUT_S
+    delay = 0.00005
+    while True:
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockTimeout(f"could not lock {path} within {_EVENTS_LOCK_TIMEOUT_S:g}s", path=path) from None
+
+
+def _unflock(fd: int) -> None:
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def _append_line(fd: int, line: bytes, path: str, *, locked: bool = False) -> None:
+    """Append ``line`` whole to the log open on ``fd`` (``O_APPEND``), or leave the log as it was and raise.
+
+    Appenders take the log's own ``flock`` (on the open file: no lock file, no extra open). One
+    ``write`` usually writes it all; on a full disk or at the file size limit it may write part of it,
+    and the part would glue the next event onto a torn line (both lost to readers). So a write that
+    cannot finish is undone: the log is truncated back to its size before it, under the lock, so that
+    no other appender's line is cut, and :class:`~omx.errors.DiskFull` names the log. Readers take no
+    lock: a line without its newline is one still being written, read next time.
+    """
+    if not locked:
+        _flocked(fd, path)
+    try:
+        written = 0
+        try:
+            written = os.write(fd, line)
+            while written < len(line):
+                more = os.write(fd, memoryview(line)[written:])
+                if more <= 0:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                written += more
+        except BaseException as exc:
+            if written:
+                # Under the lock the log's tail is ours: its size less what we wrote is where it was.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, os.fstat(fd).st_size - written)
+            if isinstance(exc, OSError):
+                raise disk_full(exc, path) or exc from None
+            raise
+    finally:
+        if not locked:
+            _unflock(fd)
 
 
 class StoreBase:
@@ -207,6 +297,9 @@ class StoreBase:
         self._spread_until: dict[str, float] = {}  # team -> when claim-next stops spreading (claims.py)
         self._seen: dict[str, tuple[bytes, Any, Task | None]] = {}  # task file -> what it held (_remember)
         self._rosters: dict[str, tuple[TeamConfig, dict[str, int]]] = {}  # team -> (config, worker -> index)
+        self._fmodes: dict[str, int] = {}  # team -> its files' mode (omx.state.modes; set at creation)
+        self.warnings: list[str] = []  # what went wrong without failing a call (events a full disk refused)
+        self._unwritten: dict[str, list[bytes]] = {}  # team -> event lines a full disk refused, oldest first
 
     # --- teams ------------------------------------------------------------------------------
 
@@ -270,6 +363,21 @@ class StoreBase:
             raise CorruptState(f"{p.config}: invalid team config ({exc})", path=str(p.config)) from None
         return cfg
 
+    def file_mode(self, team: str) -> int:
+        """The mode of the team's files (0600; 0660 for a ``shared_group`` team): for files made beside the state."""
+        return self._fmode(self.paths(team))
+
+    def _fmode(self, p: TeamPaths) -> int:
+        """The team's file mode: 0600, or 0660 for a ``shared_group`` team (its folders: :func:`modes.dir_for`)."""
+        mode = self._fmodes.get(p.team)
+        if mode is None:
+            try:
+                shared = self._load_config(p, copy=False).shared_group
+            except (OSError, CorruptState):
+                return modes.FILE  # not remembered: the next call reads the config again
+            mode = self._fmodes[p.team] = modes.files(shared)
+        return mode
+
     def now(self) -> tuple[int, str]:
         ms = self.clock.now_ms()
         return ms, fast_iso(ms)
@@ -322,7 +430,7 @@ class StoreBase:
     def _save_task(self, p: TeamPaths, task: Task, *, reuse: str | None = None) -> None:
         path = p.task_file(task.id)
         raw = task_bytes(task)
-        atomic.write_bytes(path, raw, reuse=reuse)
+        atomic.write_bytes(path, raw, reuse=reuse, mode=self._fmode(p))
         # Kept only for a task this store just claimed or renewed: its holder, most likely this very
         # process, reads it next to renew, finish or release it. Anything else: forget the old bytes.
         self._remember(path, raw, None, task.json_copy() if task.status == "in_progress" else None)
@@ -422,7 +530,7 @@ class StoreBase:
             if spare is not None and dest not in had and _link(spare, dest):
                 spare = None  # it now has the new marker's name as well: not a temp file
             else:
-                _touch(dest)
+                _touch(dest, self._fmode(p))
         # A marker retired with no new one to take its place (a task finishing) becomes the temp file.
         self._save_task(p, new, reuse=spare)
         for path in gone:
@@ -441,7 +549,7 @@ class StoreBase:
     def _ensure_markers(self, p: TeamPaths, task: Task) -> None:
         """Make sure the markers ``task``'s state calls for exist (lock held)."""
         for path in self._marker_paths(p, task):
-            _touch(path)
+            _touch(path, self._fmode(p))
 
     def _heal_marker(self, p: TeamPaths, d: str | Path, name: str, task: Task | None) -> None:
         """Remove marker ``d/name`` if ``task`` (as read under its lock; None = gone) does not call for it."""
@@ -462,35 +570,85 @@ class StoreBase:
         reason: str | None = None,
         data: dict[str, Any] | None = None,
         now: tuple[int, str] | None = None,
+        strict: bool = False,
     ) -> tuple[str, str]:
         """Append one event; returns its ``event_id`` and ``created_at`` (:meth:`append_event` makes the model).
 
         The line has :class:`Event`'s fields in order, the None ones left out, as
         ``Event(...).to_dict(exclude_none=True)`` gave (:func:`omx.state.encode.event_line`).
         ``now``: the change's own :meth:`now`, when the caller has just taken it.
+
+        Most events record a change already made (a task claimed, a message sent). When the disk is
+        too full for the line, that change stands — failing the call would tell the caller that nothing
+        happened when it did (a claim whose token is never returned) — and the line is kept in memory
+        and written ahead of this store's next event of the team (a worker writes several a task), in
+        order; :attr:`warnings` (the API's answer carries them) and the log say so. A process that ends
+        first loses the kept lines: the one-shot CLI says so in its answer. ``strict``
+        (``append-event``, whose only change is the line): raise :class:`~omx.errors.DiskFull` instead.
         """
         ms, at = now or self.now()
         event_id = f"{ms:013d}-{atomic.random_hex8()}"
         line = event_line(event_id, type_, p.team, at, worker, task_id, message_id, reason, data or {})
-        # One write() on an O_APPEND descriptor: concurrent appenders never interleave within a line.
-        # The descriptor is kept for the next event (omx.state.fds), unless the log was deleted since.
+        kept = self._unwritten.get(p.team)
+        try:
+            self._append(p, b"".join((*kept, line)) if kept else line)
+        except DiskFull as exc:
+            if strict:
+                raise
+            import logging  # only here: the API's hot path does not load logging
+
+            kept = self._unwritten.setdefault(p.team, [])
+            if len(kept) < _UNWRITTEN_MAX:
+                kept.append(line)
+            msg = (f"event {type_} not recorded yet: {exc.message}; kept by this process and written with its "
+                   f"next event ({len(kept)} waiting; lost if the process ends first)")
+            del self.warnings[:-99]  # a long-lived worker keeps the latest only
+            self.warnings.append(msg)
+            logging.getLogger("omx.state").warning("%s", msg)
+        else:
+            if kept:
+                del self._unwritten[p.team]
+        return event_id, at
+
+    def _append(self, p: TeamPaths, line: bytes) -> None:
         path = p.events_s
         fd = _event_fds.take(path)
         if fd >= 0 and not linked(fd):
             os.close(fd)
             fd = -1
         if fd < 0:
-            try:
-                fd = os.open(path, _APPEND_FLAGS)  # no O_CREAT while it exists: see locks._open
-            except FileNotFoundError:
-                fd = os.open(path, _APPEND_FLAGS | os.O_CREAT, 0o644)
+            fd = self._open_events(p)
         try:
-            os.write(fd, line)
+            _append_line(fd, line, path)
         except BaseException:
             os.close(fd)
             raise
         _event_fds.give(path, fd)
-        return event_id, at
+
+    def _open_events(self, p: TeamPaths) -> int:
+        """``events.ndjson`` open for appending; made with the team's file mode if it is not there yet."""
+        path = p.events_s
+        try:
+            try:
+                fd = os.open(path, _APPEND_FLAGS)  # no O_CREAT while it exists: see locks._open
+            except FileNotFoundError:
+                fd = modes.create_file(path, _APPEND_FLAGS, self._fmode(p))
+        except OSError as exc:
+            raise disk_full(exc, path) or exc from None
+        # A log that ends inside a line (written by an older omx on a full disk, or cut by a crash of
+        # the machine) would glue our first event onto those bytes: end that line first.
+        try:
+            _flocked(fd, path)
+            try:
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    _append_line(fd, b"\n", path, locked=True)
+            finally:
+                _unflock(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     # --- repair -----------------------------------------------------------------------------
 
@@ -556,7 +714,7 @@ class StoreBase:
                     continue
                 for d, name in self._desired_markers(p, task):
                     if not (d / name).exists():
-                        _touch(d / name)
+                        _touch(d / name, self._fmode(p))
                         added += 1
         for d, name in list(self._all_markers(p)):
             try:

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from omx.errors import LockTimeout
-from omx.state import forks
+from omx.errors import LockTimeout, disk_full
+from omx.state import forks, modes
 from omx.state.fds import KeptFds, linked
 
 try:
@@ -48,11 +48,20 @@ def _open(path: LockPath) -> int:
         return os.open(path, _FLAGS)
     except FileNotFoundError:
         pass
+    folder = os.path.dirname(os.fspath(path)) or "."
     try:
-        return os.open(path, _FLAGS | os.O_CREAT, 0o644)
+        return modes.create_file(path, _FLAGS, _mode_in(folder))
     except FileNotFoundError:
-        os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
-        return os.open(path, _FLAGS | os.O_CREAT, 0o644)
+        modes.make_dirs(folder)
+        return modes.create_file(path, _FLAGS, modes.FILE)
+    except OSError as exc:
+        raise disk_full(exc, os.fspath(path)) or exc from None
+
+
+def _mode_in(folder: str) -> int:
+    # A lock file is private (0600) like the state beside it, unless its folder is open to a group (a
+    # shared_group team's 0770): then every member must be able to open it to lock it.
+    return modes.SHARED_FILE if os.stat(folder).st_mode & 0o070 else modes.FILE
 
 
 def _try_flock(fd: int) -> bool:

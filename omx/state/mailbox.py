@@ -9,7 +9,7 @@ from typing import Any
 
 from omx.errors import CorruptState, InvalidInput, MessageNotFound
 from omx.models import Message
-from omx.state import atomic, names
+from omx.state import atomic, modes, names
 from omx.state.paths import TeamPaths
 from omx.state.tasks import TaskOps
 
@@ -48,8 +48,9 @@ class MailboxOps(TaskOps):
             body=body, created_at=at,
         )
         box = p.mailbox(to_worker)
-        box.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(box / f"{msg.message_id}.json", msg.to_dict())
+        mode = self._fmode(p)
+        modes.make_dirs(box, modes.dir_for(mode))
+        atomic.write_json(box / f"{msg.message_id}.json", msg.to_dict(), mode=mode)
         self._emit(p, "message_sent", worker=from_worker, message_id=msg.message_id, data={"to_worker": to_worker})
         return msg
 
@@ -100,7 +101,7 @@ class MailboxOps(TaskOps):
             if getattr(msg, field) is None:
                 _, at = self.now()
                 msg = msg.replace(**{field: at})
-                atomic.write_json(path, msg.to_dict())
+                atomic.write_json(path, msg.to_dict(), mode=self._fmode(p))
                 kind = field.removesuffix("_at")
                 self._emit(p, f"message_{kind}", worker=worker, message_id=mid)
         if worker != names.LEADER and field == "delivered_at":
@@ -134,8 +135,8 @@ class MailboxOps(TaskOps):
             lines += [f"### {m.message_id} from {m.from_worker} at {m.created_at}", "", m.body, ""]
         text = "\n".join(lines).rstrip() + "\n"
         d = p.worker_dir(worker)
-        d.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(d / "inbox.md", text.encode(), durable=False)
+        modes.make_dirs(d, modes.dir_for(self._fmode(p)))
+        atomic.write_bytes(d / "inbox.md", text.encode(), durable=False, mode=self._fmode(p))
         return text
 
     def write_inbox(self, team: str, worker: str, content: str) -> dict[str, Any]:
@@ -145,6 +146,6 @@ class MailboxOps(TaskOps):
         if not isinstance(content, str) or "\x00" in content:
             raise InvalidInput("content must be a string without NUL", field="content")
         d = p.worker_dir(worker)
-        d.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(d / "inbox.md", content.encode())
+        modes.make_dirs(d, modes.dir_for(self._fmode(p)))
+        atomic.write_bytes(d / "inbox.md", content.encode(), mode=self._fmode(p))
         return {"path": str(d / "inbox.md"), "bytes": len(content.encode())}

@@ -19,7 +19,7 @@ from omx.errors import (
     WorkerNotFound,
 )
 from omx.models import TERMINAL, Task, TeamConfig, WorkerInfo
-from omx.state import atomic, names
+from omx.state import atomic, modes, names
 from omx.state.base import PRIORITY_LIMIT, StoreBase, key_task_id, sort_key
 from omx.state.locks import locked
 from omx.state.paths import TeamPaths
@@ -45,11 +45,13 @@ class TaskOps(StoreBase):
 
     def create_team(
         self, name: str, *, goal: str = "", workers: Iterable[str | WorkerInfo] = (), lease_ms: int = 60_000,
-        extra: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None, shared_group: bool = False,
     ) -> TeamConfig:
         """Create a team. Workers are names (``worker-1`` …) or :class:`WorkerInfo`.
 
         ``extra``: more top-level keys for ``config.json`` (the leader's ``integration`` settings).
+        Its files are 0600 and its folders 0700 whatever the umask (task text and results can hold
+        private code); ``shared_group``: 0660 and 0770, for a team several accounts of one group work on.
 
         >>> store.create_team("alpha", goal="ship it", workers=["worker-1", "worker-2"])  # doctest: +SKIP
         """
@@ -63,28 +65,35 @@ class TaskOps(StoreBase):
             raise InvalidInput("worker names must be unique", field="workers")
         if not isinstance(lease_ms, int) or lease_ms < 1:
             raise InvalidInput("lease_ms must be a positive integer", field="lease_ms")
-        p.dir.parent.mkdir(parents=True, exist_ok=True)
+        if not isinstance(shared_group, bool):
+            raise InvalidInput("shared_group must be true or false", field="shared_group")
+        fmode, dmode = modes.files(shared_group), modes.dirs(shared_group)
+        modes.make_dirs(p.dir.parent, dmode)  # folders that exist already keep their mode
         if self.root.parent.name == ".omx":  # the default <repo>/.omx/state: keep it out of `git status`
             atomic.ignore_in_git(self.root.parent)
         try:
-            p.dir.mkdir()
+            os.mkdir(p.dir, dmode)
+            if modes.needs_chmod(dmode):
+                os.chmod(p.dir, dmode)
         except FileExistsError:
             if p.config.exists():
                 raise TeamExists(f"team {name!r} already exists", team=name) from None
         for d in p.all_dirs():
-            d.mkdir(parents=True, exist_ok=True)
+            modes.make_dirs(d, dmode)
         with locked(p.team_lock):
             if p.config.exists():
                 raise TeamExists(f"team {name!r} already exists", team=name)
             for w in infos:
-                p.worker_dir(w.name).mkdir(parents=True, exist_ok=True)
-                p.mailbox(w.name).mkdir(parents=True, exist_ok=True)
-            p.mailbox(names.LEADER).mkdir(parents=True, exist_ok=True)
+                modes.make_dirs(p.worker_dir(w.name), dmode)
+                modes.make_dirs(p.mailbox(w.name), dmode)
+            modes.make_dirs(p.mailbox(names.LEADER), dmode)
             _, at = self.now()
-            cfg = TeamConfig(name=name, goal=goal, workers=infos, lease_ms=lease_ms, created_at=at)
+            cfg = TeamConfig(name=name, goal=goal, workers=infos, lease_ms=lease_ms, created_at=at,
+                             shared_group=shared_group)
             if extra:
                 cfg.extra = {k: v for k, v in extra.items() if k not in TeamConfig.__dataclass_fields__}
-            atomic.write_json(p.config, cfg.to_dict())
+            self._fmodes[p.team] = fmode
+            atomic.write_json(p.config, cfg.to_dict(), mode=fmode)
             self._emit(p, "team_created", data={"workers": [w.name for w in infos], "lease_ms": lease_ms})
         return cfg
 
@@ -110,6 +119,7 @@ class TaskOps(StoreBase):
             if busy and not force:
                 raise NotEmpty(f"tasks still in progress: {', '.join(sorted(busy, key=int))}", in_progress=busy)
             shutil.rmtree(p.dir)
+        self._fmodes.pop(p.team, None)  # a team of that name created later may differ
         return {"team": team, "removed": True}
 
     # --- tasks ------------------------------------------------------------------------------
@@ -140,7 +150,7 @@ class TaskOps(StoreBase):
                     raise DependencyError(f"depends_on names unknown task {dep}", task_id=dep)
             tid = str(cfg.next_task_id)
             cfg.next_task_id += 1
-            atomic.write_json(p.config, cfg.to_dict())
+            atomic.write_json(p.config, cfg.to_dict(), mode=self._fmode(p))
             _, at = self.now()
             task = Task(
                 id=tid, subject=subject, description=description, created_at=at, updated_at=at,

@@ -8,8 +8,9 @@ from typing import Any, TypeVar
 
 from omx.errors import CorruptState, InvalidInput
 from omx.models import Heartbeat, Record, ShutdownAck, ShutdownRequest, WorkerIdentity, WorkerStatus
-from omx.state import atomic
+from omx.state import atomic, modes
 from omx.state.mailbox import MailboxOps
+from omx.state.paths import TeamPaths
 
 M = TypeVar("M", bound=Record)
 
@@ -41,21 +42,21 @@ class WorkerOps(MailboxOps):
         self.require_member(self._load_config(p), worker)
         return p, p.worker_dir(worker) / name
 
-    @staticmethod
-    def _write(path: Path, data: dict[str, Any], *, durable: bool = True) -> None:
+    def _write(self, p: TeamPaths, path: Path, data: dict[str, Any], *, durable: bool = True) -> None:
         # No mkdir before every write (a running worker writes its status twice a task): only when
         # the directory is not there yet.
+        mode = self._fmode(p)
         try:
-            atomic.write_json(path, data, durable=durable)
+            atomic.write_json(path, data, durable=durable, mode=mode)
         except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_json(path, data, durable=durable)
+            modes.make_dirs(path.parent, modes.dir_for(mode))
+            atomic.write_json(path, data, durable=durable, mode=mode)
 
     def write_identity(self, team: str, worker: str, **fields: Any) -> WorkerIdentity:
         p, path = self._wpath(team, worker, "identity.json")
         _, at = self.now()
         ident = _validated(WorkerIdentity, {"started_at": at, **fields, "name": worker, "team": team})
-        self._write(path, ident.to_dict())
+        self._write(p, path, ident.to_dict())
         self._emit(p, "worker_registered", worker=worker, data={"pid": ident.pid, "host": ident.host})
         return ident
 
@@ -69,7 +70,7 @@ class WorkerOps(MailboxOps):
         _, at = self.now()
         st = _validated(WorkerStatus, {"state": state, "current_task_id": current_task_id, "reason": reason,
                                        "updated_at": at})
-        self._write(path, st.to_dict(), durable=False)
+        self._write(p, path, st.to_dict(), durable=False)
         self._emit(p, "worker_state_changed", worker=worker, task_id=current_task_id, reason=reason,
                    data={"state": state})
         return st
@@ -82,14 +83,14 @@ class WorkerOps(MailboxOps):
         self, team: str, worker: str, *, pid: int | None = None, turn_count: int | None = None, alive: bool = True
     ) -> Heartbeat:
         """Record liveness. Not an audit event: it happens every few seconds per worker."""
-        _, path = self._wpath(team, worker, "heartbeat.json")
+        p, path = self._wpath(team, worker, "heartbeat.json")
         _, at = self.now()
         old = _read_model(path, Heartbeat) if turn_count is None else None
         hb = _validated(Heartbeat, {
             "pid": pid if pid is not None else os.getpid(), "last_beat_at": at, "alive": alive,
             "turn_count": turn_count if turn_count is not None else (old.turn_count if old else 0),
         })
-        self._write(path, hb.to_dict(), durable=False)
+        self._write(p, path, hb.to_dict(), durable=False)
         return hb
 
     def read_heartbeat(self, team: str, worker: str) -> Heartbeat | None:
@@ -100,7 +101,7 @@ class WorkerOps(MailboxOps):
         p, path = self._wpath(team, worker, "shutdown-request.json")
         _, at = self.now()
         req = _validated(ShutdownRequest, {"requested_by": requested_by, "requested_at": at, "reason": reason})
-        self._write(path, req.to_dict())
+        self._write(p, path, req.to_dict())
         self._emit(p, "shutdown_requested", worker=worker, reason=reason, data={"requested_by": requested_by})
         return req
 
@@ -112,7 +113,7 @@ class WorkerOps(MailboxOps):
         p, path = self._wpath(team, worker, "shutdown-ack.json")
         _, at = self.now()
         ack = _validated(ShutdownAck, {"worker": worker, "status": status, "reason": reason, "updated_at": at})
-        self._write(path, ack.to_dict())
+        self._write(p, path, ack.to_dict())
         self._emit(p, "shutdown_ack", worker=worker, reason=reason, data={"status": status})
         return ack
 

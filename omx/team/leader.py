@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omx.engine.patience import describe, is_weather
 from omx.errors import InvalidInput, OmxError, TeamExists
-from omx.state import names
+from omx.state import modes, names
 from omx.state.filestore import FileStore
 from omx.team.plan import PlannedTask
 from omx.terminal import visible
@@ -51,6 +52,7 @@ class WorkerProc:
     log: Path
     restarts: int = 0
     pane: str | None = None
+    log_offset: int = 0  # how far Leader.worker_warnings has read the log
 
 
 def slug(goal: str) -> str:
@@ -168,7 +170,8 @@ class Leader:
         self.told: set[int] = set()  # pids of exited workers whose exit was reported
         self.stop_reason: str | None = None
         self.log_dir = store.paths(team).dir / "logs"
-        self.log_dir.mkdir(exist_ok=True)
+        self.file_mode = store.file_mode(team)  # logs hold prompts and output: private like the state
+        modes.make_dirs(self.log_dir, modes.dir_for(self.file_mode))
 
     def worker_argv(self, name: str) -> list[str]:
         if self.opts.agents == "codex":
@@ -207,6 +210,7 @@ class Leader:
             env["OMX_TEAM_STATE_ROOT"] = str(self.store.root)
             env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         if self.opts.tmux:
+            os.close(modes.create_file(log, os.O_WRONLY | os.O_APPEND, self.file_mode))  # made private before tee
             import shlex
 
             cmd = " ".join(shlex.quote(a) for a in self.worker_argv(name)) + f" 2>&1 | tee -a {shlex.quote(str(log))}"
@@ -218,16 +222,37 @@ class Leader:
             subprocess.run(["tmux", "select-layout", "-t", session, "tiled"], capture_output=True)
             self.procs[name] = WorkerProc(name, None, log, pane=out.stdout.strip())
             return
-        fh = open(log, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        proc = subprocess.Popen(self.worker_argv(name), stdout=fh, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-        fh.close()
+        fd = modes.create_file(log, os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0), self.file_mode)
+        try:
+            start = os.fstat(fd).st_size
+            proc = subprocess.Popen(self.worker_argv(name), stdout=fd, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=True)
+        finally:
+            os.close(fd)
         old = self.procs.get(name)
-        self.procs[name] = WorkerProc(name, proc, log, restarts=old.restarts + 1 if old else 0)
+        self.procs[name] = WorkerProc(name, proc, log, restarts=old.restarts + 1 if old else 0, log_offset=start)
 
     def start(self) -> None:
         for i in range(1, self.opts.workers + 1):
             self.start_worker(f"worker-{i}")
+
+    def worker_warnings(self) -> list[tuple[str, str]]:
+        """New lines in the workers' logs that say they are waiting out a full disk or an I/O error."""
+        out = []
+        for name, wp in self.procs.items():
+            try:
+                with open(wp.log, "rb") as f:
+                    f.seek(wp.log_offset)
+                    chunk = f.read(1 << 16)
+            except OSError:
+                continue
+            whole = chunk[:chunk.rfind(b"\n") + 1]
+            wp.log_offset += len(whole)
+            for raw in whole.splitlines():
+                if WEATHER_MARK in raw:
+                    out.append((name, raw.decode("utf-8", "replace").partition(" WARNING ")[2] or raw.decode(
+                        "utf-8", "replace")))
+        return out
 
     def alive(self, wp: WorkerProc) -> bool:
         if wp.proc is not None:
@@ -304,22 +329,16 @@ class Leader:
         return sorted(pending)
 
 
-def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Callable[[str], None]) -> dict[str, Any]:
-    """``omx team start``: plan, create, start, monitor until every task is terminal, then stop the workers.
-
-    Returns the final summary plus ``team``, ``planned_by`` and ``laggards`` (workers that did not ACK).
-    """
-    def line(text: str) -> None:  # every progress line may carry task data: escaped for the terminal
-        on_line(visible(text, keep_newlines=True))
-
-    opts.repo = repo_root(opts.repo)
-    if opts.workers < 1 or opts.workers > 64:
-        raise InvalidInput("--workers must be between 1 and 64")
+def check_before_start(opts: StartOptions, line: Callable[[str], None]) -> None:
+    """The options, then :func:`omx.team.preflight.preflight`: refuse a team that cannot work, before
+    anything is planned or written; the auto planner without an account becomes the heuristic."""
     from omx.team.preflight import preflight
 
-    wants_codex_plan = opts.plan is None and opts.planner in ("auto", "codex")
+    if opts.workers < 1 or opts.workers > 64:
+        raise InvalidInput("--workers must be between 1 and 64")
     if opts.agents not in ("omx", "codex"):
         raise InvalidInput(f"--agents must be omx or codex, not {opts.agents!r}")
+    wants_codex_plan = opts.plan is None and opts.planner in ("auto", "codex")
     checked = preflight(opts.repo, opts.workflow, codex_planner=wants_codex_plan, codex_agents=opts.agents == "codex")
     if opts.planner == "codex" and opts.plan is None and not checked.codex_planner and not checked.problems:
         checked.problems.append("--planner codex needs Codex with a model account (see above), or pass "
@@ -329,6 +348,18 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
         line(f"note: {note}")
     if wants_codex_plan and opts.planner == "auto" and not checked.codex_planner:
         opts.planner = "heuristic"
+
+
+def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Callable[[str], None]) -> dict[str, Any]:
+    """``omx team start``: plan, create, start, monitor until every task is terminal, then stop the workers.
+
+    Returns the final summary plus ``team``, ``planned_by`` and ``laggards`` (workers that did not ACK).
+    """
+    def line(text: str) -> None:  # every progress line may carry task data: escaped for the terminal
+        on_line(visible(text, keep_newlines=True))
+
+    opts.repo = repo_root(opts.repo)
+    check_before_start(opts, line)
     integration = integration_plan(opts)
     tasks, planned_by = plan_tasks(opts, lambda m: line(f"warning: {m}"), line)
     team = create_team(store, opts, tasks, integration)
@@ -343,11 +374,30 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     view = Progress(store, team, live=live, on_line=line)
+    weather = DiskWatch(on_line)  # escapes what it says itself
     try:
         leader.start()
         while True:
-            summary = leader.tick()
-            view.update(summary)
+            try:
+                summary = leader.tick()
+                view.update(summary)
+            except Exception as exc:
+                if not is_weather(exc):
+                    raise
+                # The state's disk is full (or failing): the workers wait it out, and so does the leader.
+                weather.trouble(f"the team's state cannot be written: {describe(exc)}; "
+                                "workers wait and retry until there is room", key="leader")
+                if stop:
+                    break
+                time.sleep(0.5)
+                continue
+            low = free_space_warning(store.root)
+            if low is not None:
+                weather.trouble(low, key="space")
+            else:
+                weather.clear()
+            for name, said in leader.worker_warnings():
+                weather.say(f"{name}: {said}", key=name)
             if stop or leader.finished(summary):
                 break
             store.await_event(team, cursor=view.cursor, timeout_ms=500)
@@ -406,6 +456,57 @@ def log_tail(path: Path, lines: int = 6) -> str:
     except OSError:
         return ""
     return "\n".join(f"    {ln}" for ln in text.rstrip().splitlines()[-lines:])
+
+
+WEATHER_MARK = b"the team's state cannot be written"  # what omx.engine.patience and the worker loop log
+LOW_SPACE_BYTES = 64 * 1024  # below this the state's disk is as good as full: workers' writes start to fail
+
+
+def free_space_warning(root: Path) -> str | None:
+    """A warning when the state's file system is (nearly) full, else None.
+
+    On a full disk the workers cannot write their logs either, so the leader does not wait to hear
+    from them: one ``statvfs`` a tick (quotas and file size limits it cannot see: those show up as
+    errors, its own or in the workers' logs).
+    """
+    try:
+        st = os.statvfs(root)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    if free >= LOW_SPACE_BYTES:
+        return None
+    return (f"the team's state cannot be written: {root} has {free // 1024} KB free; "
+            "workers wait and retry until there is room")
+
+
+class DiskWatch:
+    """Says each source's full-disk warning (``key``) at most every :attr:`every_s`; says when the trouble ends."""
+
+    every_s = 10.0
+
+    def __init__(self, on_line: Callable[[str], None]) -> None:
+        self.on_line = on_line
+        self.said: dict[str, float] = {}
+        self.in_trouble = False
+
+    def trouble(self, message: str, key: str) -> None:
+        """The leader's own evidence (its writes fail, or the disk has no room): said, and its end said too."""
+        self.say(message, key)
+        self.in_trouble = True
+
+    def say(self, message: str, key: str) -> None:
+        """A warning to pass on (a worker's, from its log), at most every :attr:`every_s` per ``key``."""
+        now = time.monotonic()
+        if now - self.said.get(key, -1e9) >= self.every_s:
+            self.said[key] = now
+            self.on_line(f"warning: {visible(message)}")
+
+    def clear(self) -> None:
+        if self.in_trouble:
+            self.in_trouble = False
+            self.said.clear()
+            self.on_line("the team's state can be written again")
 
 
 class Progress:

@@ -70,6 +70,8 @@ def test_background_worker_start_status_logs_stop(rig: Rig, daemons: list[int]) 
     pid = int(re.search(r"\(pid (\d+)\)", started.stdout).group(1))  # type: ignore[union-attr]
     daemons.append(pid)
     assert pid_alive(pid) and os.getsid(pid) == pid  # detached: its own session, no terminal
+    [log] = (rig.home / "logs").glob("worker-*.log")
+    assert log.stat().st_mode & 0o777 == 0o600, "the log holds prompts and output: private"
     again = rig.omx("worker", "start")
     assert again.returncode == 1 and f"already running (pid {pid})" in again.stderr
     st = rig.omx("worker", "status")

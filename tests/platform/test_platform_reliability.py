@@ -101,6 +101,7 @@ def test_when_the_platform_is_gone_the_result_is_kept_and_the_session_goes_stale
     [undelivered] = (rig.home / "run").glob("worker-*-undelivered.jsonl")
     record = json.loads(undelivered.read_text().splitlines()[-1])
     assert record["session_id"] == sid and record["outcome"] == "completed" and len(record["result"]["commit"]) == 40
+    assert undelivered.stat().st_mode & 0o777 == 0o600, "a kept result is private, like the state"
     assert wait_until(lambda: state_of(rig.fake, sid) == "stale", timeout=20, what="the lease to run out")
     rig.fake.retry(sid)  # the platform's retry queues it again, for any worker
     assert state_of(rig.fake, sid) == "queued" and rig.fake.session(sid)["attempt"] == 2

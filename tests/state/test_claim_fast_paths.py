@@ -196,9 +196,15 @@ def test_write_bytes_with_reuse_falls_back_to_a_new_temp_file(tmp_path: Path) ->
     atomic.write_bytes(target, b"one", reuse=str(tmp_path / "missing"))
     assert target.read_bytes() == b"one"
     spare = tmp_path / "spare"
-    spare.touch()
+    spare.touch(mode=0o644)
+    os.chmod(spare, 0o644)
     atomic.write_bytes(target, b"two", reuse=str(spare))
-    assert target.read_bytes() == b"two" and target.stat().st_ino == spare.stat().st_ino
+    assert target.read_bytes() == b"two" and target.stat().st_ino != spare.stat().st_ino, \
+        "a 0644 marker (made by an older omx) must not become a 0600 file"
+    assert target.stat().st_mode & 0o777 == 0o600
+    os.chmod(spare, 0o600)
+    atomic.write_bytes(target, b"three", reuse=str(spare))
+    assert target.read_bytes() == b"three" and target.stat().st_ino == spare.stat().st_ino
     assert sorted(os.listdir(tmp_path)) == ["f.json", "spare"]  # the caller removes the spare's old name
 
 

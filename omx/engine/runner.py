@@ -19,6 +19,7 @@ from typing import Any
 from omx.engine.completion import integrate_attempt, integration_feedback, make_verifier
 from omx.engine.hooks import HookContext, HookFailed, HookRunner
 from omx.engine.integration import IntegrationTarget, ensure_branch, integrated_commit, merge_tip_into
+from omx.engine.patience import is_weather
 from omx.engine.runtimes.base import RunRequest, RunResult, Runtime, RuntimeEvent, make_runtime
 from omx.engine.runtimes.base import agent_env as agent_env  # re-exported: callers import it from here
 from omx.engine.settings import RuntimeSettings
@@ -29,6 +30,8 @@ from omx.engine.workspaces import Workspace, commit_changes, prepare_workspace, 
 from omx.errors import InvalidInput, OmxError
 
 log = logging.getLogger("omx.worker")
+#: What git says when the disk, not the task, is the trouble (strerror of ENOSPC, EDQUOT, EFBIG, EIO).
+_GIT_WEATHER = ("No space left on device", "Disk quota exceeded", "File too large", "Input/output error")
 #: An agent with no event for this long is reported as silent (again at each further multiple).
 SILENT_S = float(os.environ.get("OMX_SILENT_AFTER_S") or 30)
 SILENCE_CHECK_S = min(5.0, SILENT_S / 3)
@@ -129,6 +132,9 @@ class Runner:
                         return self._report(claimed, Outcome("completed", result), lost)
                     conflicts = merge_tip_into(ws.path, tip, self.cfg.worker)
             except OmxError as exc:
+                if is_weather(exc) or any(w in exc.message for w in _GIT_WEATHER):
+                    # git (or a write) met a full or failing disk: not the task's fault; give it back.
+                    return self._report(claimed, Outcome("released", error=f"workspace: {exc.message}"), lost)
                 return self._report(claimed, Outcome("failed", error=f"workspace: {exc.message}"), lost)
             feedback = integration_feedback(claimed.integration, conflicts, target, self.settings.integration)
             outcome = self._attempts(claimed, ws, ctx, cancel, lost, feedback)

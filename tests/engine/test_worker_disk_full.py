@@ -141,3 +141,53 @@ def test_other_errors_still_end_the_worker() -> None:
     worker = Worker(source, Runner(source), WorkerOptions(until_empty=True, install_signals=False))  # type: ignore[arg-type]
     with pytest.raises(PermissionError):
         worker.run()
+
+
+def test_a_workspace_that_git_cannot_write_for_lack_of_space_gives_the_task_back(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """git's own "No space left on device" (a worktree that cannot be made) is the disk's fault, not the
+    task's: the task is released for later, not failed."""
+    from pathlib import Path
+
+    from omx.engine import runner as runner_mod
+    from omx.engine.runner import Runner, RunnerConfig
+    from omx.engine.workflow import load_workflow
+    from omx.engine.workspaces import WorkspaceError
+
+    class Recorder:
+        name = "rec"
+
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, str]] = []
+
+        def renew(self, claimed: Claimed) -> None:
+            pass
+
+        def emit(self, claimed: Claimed, activity: Any) -> None:
+            pass
+
+        def complete(self, claimed: Claimed, result: dict[str, Any]) -> None:
+            self.calls.append(("complete", ""))
+
+        def fail(self, claimed: Claimed, error: str, result: dict[str, Any]) -> None:
+            self.calls.append(("fail", error))
+
+        def release(self, claimed: Claimed, reason: str, note: dict[str, Any] | None = None) -> None:
+            self.calls.append(("release", reason))
+
+    def no_room(*args: Any, **kwargs: Any) -> Any:
+        raise WorkspaceError("git worktree add failed in /repo: fatal: could not write index: "
+                             "No space left on device")
+
+    monkeypatch.setattr(runner_mod, "prepare_workspace", no_room)
+    wf = load_workflow(None, Path(tmp_path))
+    source = Recorder()
+    r = Runner(source, RunnerConfig(repo=Path(tmp_path), workflow=wf, namespace="t", worker="worker-1"))  # type: ignore[arg-type]
+    outcome = r.run(Claimed(key="task-1", title="one", variables={}), threading.Event())
+    assert outcome.status == "released"
+    assert source.calls and source.calls[0][0] == "release" and "No space left on device" in source.calls[0][1]
+    monkeypatch.setattr(runner_mod, "prepare_workspace", lambda *a, **k: (_ for _ in ()).throw(
+        WorkspaceError("/repo: 'HEAD' is not a commit")))
+    source.calls.clear()
+    assert r.run(Claimed(key="task-2", title="two", variables={}), threading.Event()).status == "failed"

@@ -80,7 +80,8 @@ sys.exit(0 if r.status == "completed" else 1)
 def brain(request: Any) -> Any:
     from tests.fakes.fake_model import message, shell
 
-    return message("done") if request.function_call_outputs() else shell("printf x > out.txt")
+    # Appends: every task of a batch changes the file (a task that changes nothing is not integrated).
+    return message("done") if request.function_call_outputs() else shell("printf x >> out.txt")
 
 
 def codex_env(tmp: Path, base_url: str) -> dict[str, str]:

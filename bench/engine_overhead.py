@@ -241,6 +241,8 @@ def phase_timers() -> Iterator[dict[str, float]]:
         (Workflow, "compile", "WORKFLOW.md template compile"),
         (runner, "prepare_workspace", "git worktree add"),
         (runner, "commit_changes", "git commit"),
+        (runner, "ensure_branch", "integration: the branch's tip (worktree base)"),
+        (runner, "integrate_attempt", "integration: merge into the integration branch"),
         (Workflow, "render", "prompt render"),
         (app_server.AppServerRuntime, "run", "codex turn (runtime.run)"),
         (app_server.AppServerPool, "run", "codex turn (pool.run: waits for the server, thread, turn)"),

@@ -205,20 +205,49 @@ def _start(goal: str, workers: int, *, swarm: bool, plan: Path | None, planner: 
     def line(text: str) -> None:  # progress lines hold task data (reasons, names): shown escaped
         typer.echo(visible(text), err=as_json)
 
-    summary = run_team(store, opts, live=live, on_line=line)
+    try:
+        summary = run_team(store, opts, live=live, on_line=line)
+    except Exception as exc:
+        if opts.created_team is None:
+            raise
+        # The leader failed after writing the team: its state is kept, and `resume` takes it from here.
+        from omx.cli.exits import guarded
+
+        caught = exc
+
+        def reraise() -> None:
+            raise caught
+
+        status = guarded(reraise)
+        typer.echo(visible(f"the team's state is kept; resume it: omx team resume --team {opts.created_team}"),
+                   err=True)
+        raise typer.Exit(status) from None
+    _finish(summary, as_json)
+
+
+def _finish(summary: dict[str, Any], as_json: bool) -> None:
+    """The end of `omx team start` and `omx team resume`: the summary, and the exit status."""
+    c = summary["counts"]
+    unfinished = c["pending"] + c["in_progress"]
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
-        c = summary["counts"]
         typer.echo(f"team {visible(summary['team'])}: {c['completed']} completed, {c['failed']} failed, "
-                   f"{c['blocked']} blocked, {c['pending'] + c['in_progress']} unfinished")
+                   f"{c['blocked']} blocked, {unfinished} unfinished")
         integ = summary.get("integration")
         if integ and integ.get("tip"):
             ahead = integ.get("ahead")
             typer.echo(f"integrated: {integ['branch']} at {integ['tip'][:10]}"
                        + (f", {ahead} commit{'' if ahead == 1 else 's'} ahead of {integ['base']}" if ahead else "")
                        + (f"; land it: omx team land --team {summary['team']}" if ahead else ""))
-    c = summary["counts"]
+        if c["failed"] and not unfinished:
+            typer.echo(visible(f"retry failed tasks: omx team retry <id>… --team {summary['team']}, then "
+                               f"omx team resume --team {summary['team']}"))
+    if unfinished and (summary["interrupted"] or summary.get("restarted") != []):
+        # Stopped with work left (Ctrl-C, or workers gone): the last line says how to go on.
+        left = summary["total"] - c["completed"] - c["failed"]
+        typer.echo(visible(f"{left} task{'' if left == 1 else 's'} unfinished; resume: "
+                           f"omx team resume --team {summary['team']}"), err=as_json)
     raise typer.Exit(0 if c["completed"] == summary["total"] and not summary["interrupted"] else 1)
 
 
@@ -261,6 +290,35 @@ def swarm(
     """Like `omx team start`, pull-only: no pre-assignment, every worker takes the next ready task."""
     _start(goal, workers, swarm=True, plan=plan, planner=planner, workflow=workflow, tmux=tmux, team=team,
            restart=restart, as_json=as_json, root=root, lease_ms=lease_ms)
+
+
+@app.command("resume")
+def resume(
+    team: str | None = typer.Option(None, "--team", "-t", help="team name (default: the only team)"),
+    workflow: Path | None = typer.Option(None, "--workflow", help="WORKFLOW.md for the workers"),
+    tmux: bool = typer.Option(False, "--tmux", help="run the workers in tmux panes"),
+    restart: bool = typer.Option(False, "--restart", help="restart workers that crash"),
+    as_json: bool = typer.Option(False, "--json", help="print the final summary as JSON"),
+    root: Path | None = RootOpt,
+) -> None:
+    """Restart the workers of an existing team that no live process runs, then watch as `start` does.
+
+    For a team whose leader was stopped (Ctrl-C) or crashed. Workers still running are left alone.
+    Exits 0 when every task completed, 1 otherwise.
+    """
+    import sys
+
+    from omx.team.leader import StartOptions, resume_team
+
+    store = _store(root)
+    name = _pick_team(store, team)
+    opts = StartOptions(goal="", team=name, workflow=workflow, tmux=tmux, restart=restart)
+
+    def line(text: str) -> None:
+        typer.echo(visible(text), err=as_json)
+
+    summary = resume_team(store, name, opts, live=sys.stdout.isatty() and not as_json, on_line=line)
+    _finish(summary, as_json)
 
 
 @app.command("report")
@@ -337,6 +395,39 @@ def report_lines(rep: dict[str, Any]) -> list[str]:
     elif integ.get("landed"):
         lines.append(f"{integ['branch']} is landed in {rep['base']}")
     return lines
+
+
+@app.command("retry")
+def retry(
+    tasks: list[str] = typer.Argument(..., help="ids of failed tasks (7, task-7)"),
+    team: str | None = typer.Option(None, "--team", "-t"),
+    root: Path | None = RootOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Send failed tasks back to pending, which unblocks their dependents once they complete.
+
+    Attempts and history are kept; the last result and error move to the task's `result.previous`.
+    Refuses (exit 1, changing nothing) when a named task is not failed. A running team picks the
+    tasks up; otherwise run `omx team resume`.
+    """
+    from omx.state import names
+
+    store = _store(root)
+    name = _pick_team(store, team)
+    ids = [names.task_id(t) for t in tasks]
+    for tid in ids:  # all or nothing: check every task before changing any
+        task = store.read_task(name, tid)
+        if task.status != "failed":
+            from omx.errors import InvalidTransition
+
+            raise InvalidTransition(f"task {tid} is {task.status}; only a failed task can be retried", task_id=tid)
+    done = [store.retry_task(name, tid) for tid in ids]
+    if as_json:
+        typer.echo(json.dumps({"team": name, "tasks": [t.to_dict() for t in done]}, indent=2))
+        return
+    for t in done:
+        typer.echo(visible(f"task {t.id}: failed -> pending (attempts so far: {t.attempts})"))
+    typer.echo(visible(f"workers of a running team take them; otherwise: omx team resume --team {name}"))
 
 
 @app.command("land")

@@ -164,6 +164,13 @@ def _assign_task(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str
     return {"task": s.task_view(a["team_name"], s.assign_task(a["team_name"], a["task_id"], a["owner"]))}
 
 
+@op("retry-task", (TASK,),
+    "Send a failed task back to pending (attempts kept; its last result and error under result.previous); "
+    "refused unless the task is failed.", ours=True)
+def _retry_task(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str, Any]:
+    return {"task": s.task_view(a["team_name"], s.retry_task(a["team_name"], a["task_id"]))}
+
+
 # --- claims -------------------------------------------------------------------------------------
 
 PID = F("pid", "int", lo=1, hi=2**31, help="the worker's long-lived pid: a dead holder is reclaimed at once")

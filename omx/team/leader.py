@@ -40,6 +40,7 @@ class StartOptions:
     lease_ms: int = 60_000
     repo: Path = field(default_factory=Path.cwd)
     shutdown_wait_s: float = 30.0
+    created_team: str | None = None  # set once run_team has written the team: what `resume` would take
 
 
 @dataclass
@@ -129,7 +130,8 @@ def create_team(store: FileStore, opts: StartOptions, tasks: list[PlannedTask],
             break
         except TeamExists:
             if opts.team:
-                raise
+                raise TeamExists(f"team {team} exists already under {store.root}: resume it with "
+                                 f"`omx team resume --team {team}`, or pick another --team", team=team) from None
             team = f"{base[:26]}-{n}"
     ids: dict[int, str] = {}
     for pos, t in enumerate(tasks, start=1):
@@ -189,9 +191,10 @@ class Leader:
         old = self.procs.get(name)
         self.procs[name] = WorkerProc(name, proc, log, restarts=old.restarts + 1 if old else 0)
 
-    def start(self) -> None:
-        for i in range(1, self.opts.workers + 1):
-            self.start_worker(f"worker-{i}")
+    def start(self, only: list[str] | None = None) -> None:
+        """Start worker-1..worker-N, or only the workers named in ``only`` (a resume)."""
+        for name in only if only is not None else [f"worker-{i}" for i in range(1, self.opts.workers + 1)]:
+            self.start_worker(name)
 
     def alive(self, wp: WorkerProc) -> bool:
         if wp.proc is not None:
@@ -279,8 +282,22 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
     team = create_team(store, opts, tasks, integration)
     line(f"team {team}: {len(tasks)} tasks ({planned_by}), {opts.workers} workers"
          f"{' in tmux session omx-' + team if opts.tmux else ''}; state under {store.paths(team).dir}")
+    opts.created_team = team
     line(start_integration(store, team, opts.repo))
     leader = Leader(store, team, opts, line)
+    summary = watch(store, leader, live=live, line=line, start=leader.start)
+    summary["planned_by"] = planned_by
+    return summary
+
+
+def watch(store: FileStore, leader: Leader, *, live: bool, line: Callable[[str], None],
+          start: Callable[[], None]) -> dict[str, Any]:
+    """Start workers with ``start``, monitor until every task is terminal (or Ctrl-C / SIGTERM), then stop them.
+
+    The part ``omx team start`` and ``omx team resume`` share. Returns the final summary plus ``team``,
+    ``laggards`` (workers that did not ACK), ``interrupted`` and ``integration``.
+    """
+    team = leader.team
     stop: list[str] = []
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -289,7 +306,7 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     view = Progress(store, team, live=live, on_line=line)
     try:
-        leader.start()
+        start()
         while True:
             summary = leader.tick()
             view.update(summary)
@@ -302,10 +319,51 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
         for sig, h in old.items():
             signal.signal(sig, h)
     summary = store.summary(team)
-    summary.update({"team": team, "planned_by": planned_by, "laggards": laggards,
-                    "interrupted": bool(stop), "integration": integration_state(store, team, opts.repo)})
+    summary.update({"team": team, "laggards": laggards, "interrupted": bool(stop),
+                    "integration": integration_state(store, team, leader.opts.repo)})
     for n in laggards:
-        line(f"{n} did not acknowledge the shutdown within {opts.shutdown_wait_s:g}s and was stopped")
+        line(f"{n} did not acknowledge the shutdown within {leader.opts.shutdown_wait_s:g}s and was stopped")
+    return summary
+
+
+def resume_team(store: FileStore, team: str, opts: StartOptions, *, live: bool,
+                on_line: Callable[[str], None]) -> dict[str, Any]:
+    """``omx team resume``: start the team's workers that no live process runs, then monitor as ``start`` does.
+
+    A worker counts as running when :meth:`~omx.state.workers.WorkerOps.live_worker` finds its process
+    (an ``omx team worker`` on this host, or a fresh heartbeat from another). Returns the summary as
+    :func:`run_team` does, plus ``restarted`` (the workers started) and ``running`` (those left alone).
+    """
+    def line(text: str) -> None:
+        on_line(visible(text))
+
+    opts.repo = repo_root(opts.repo)
+    cfg = store.read_config(team)
+    workers = cfg.worker_names()
+    opts.team, opts.workers, opts.lease_ms = team, len(workers), cfg.lease_ms
+    running = {w: r for w in workers if (r := store.live_worker(team, w, lease_ms=cfg.lease_ms)) is not None}
+    missing = [w for w in workers if w not in running]
+    before = store.summary(team)
+    extra = {"restarted": missing, "running": sorted(running)}
+    c = before["counts"]
+    if c["pending"] + c["in_progress"] == 0:
+        line(f"team {team}: no task left to run ({c['completed']} completed, {c['failed']} failed, "
+             f"{c['blocked']} blocked): nothing to resume"
+             + ("; send failed tasks back with `omx team retry <id>`" if c["failed"] else ""))
+        return {**before, "team": team, "laggards": [], "interrupted": False,
+                "integration": integration_state(store, team, opts.repo), **extra, "restarted": []}
+    if not missing:
+        line(f"team {team}: every worker is running already ("
+             + ", ".join(f"{w} pid {r['pid']}" for w, r in sorted(running.items()))
+             + "); nothing to restart — watch it with `omx team status --watch`")
+        return {**before, "team": team, "laggards": [], "interrupted": False,
+                "integration": integration_state(store, team, opts.repo), **extra}
+    line(f"team {team}: {c['pending'] + c['in_progress']} of {before['total']} tasks unfinished; restarting "
+         f"{', '.join(missing)}" + (f" ({', '.join(sorted(running))} running already)" if running else ""))
+    line(start_integration(store, team, opts.repo))
+    leader = Leader(store, team, opts, line)
+    summary = watch(store, leader, live=live, line=line, start=lambda: leader.start(missing))
+    summary.update(extra)
     return summary
 
 

@@ -430,6 +430,50 @@ def retry(
     typer.echo(visible(f"workers of a running team take them; otherwise: omx team resume --team {name}"))
 
 
+@app.command("cleanup")
+def cleanup(
+    team: str | None = typer.Option(None, "--team", "-t"),
+    force: bool = typer.Option(False, "--force", help="also delete task branches with unmerged commits, and "
+                                                     "worktrees with uncommitted changes"),
+    workflow: Path | None = typer.Option(None, "--workflow", help="WORKFLOW.md (where the worktrees live)"),
+    repo: Path = typer.Option(Path("."), "--repo", help="the repository"),
+    root: Path | None = RootOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Remove the team's git leftovers: its worktrees and the task branches already merged.
+
+    Task branches merged into the integration branch (or the base) are deleted; one with unmerged
+    commits is listed and kept unless --force. The integration branch is deleted only once it is
+    landed in the base and no task is left to run. Refuses (exit 1) while any of the team's workers
+    runs. The team's state files stay: `omx team api cleanup` is what deletes those.
+    """
+    from omx.team.cleanup import cleanup_team
+    from omx.team.leader import repo_root
+
+    store = _store(root)
+    name = _pick_team(store, team)
+    out = cleanup_team(store, name, repo_root(repo), force=force, workflow=workflow)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    for path in out["worktrees_removed"]:
+        typer.echo(visible(f"removed worktree {path}"))
+    for w in out["worktrees_kept"]:
+        typer.echo(visible(f"kept worktree {w['path']}: {w['reason']}"))
+    for b in out["branches_deleted"]:
+        why = f"merged into {b['merged_into']}" if b["merged_into"] else "unmerged, --force"
+        typer.echo(visible(f"deleted branch {b['branch']} ({why})"))
+    for b in out["branches_kept"]:
+        n = b["commits"]
+        count = "" if n is None else f"{n} commit{'' if n == 1 else 's'}: "
+        typer.echo(visible(f"kept branch {b['branch']}: {count}{b['reason']}"))
+    integ = out["integration"]
+    typer.echo(visible(f"{'deleted' if integ['deleted'] else 'kept'} integration branch {integ['branch']}: "
+                       f"{integ['reason']}" if integ["reason"] != "does not exist"
+                       else f"integration branch {integ['branch']}: does not exist"))
+    typer.echo(visible(f"team state kept under {out['state']} (`omx team api cleanup` deletes it)"))
+
+
 @app.command("land")
 def land(
     team: str | None = typer.Option(None, "--team", "-t"),

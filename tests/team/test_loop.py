@@ -70,7 +70,8 @@ def test_retry_sends_a_failed_task_back_and_resume_finishes_the_team(tmp_path: P
 
 def test_after_ctrl_c_the_last_line_names_resume_which_finishes_the_team(tmp_path: Path) -> None:
     gate = tmp_path / "go"
-    repo = make_repo(tmp_path, ["bash", "-c", f'while [ ! -e "{gate}" ]; do sleep 0.05; done; echo ok > "o-$OMX_TASK_ID"'])
+    wait = f'while [ ! -e "{gate}" ]; do sleep 0.05; done; echo ok > "o-$OMX_TASK_ID"'
+    repo = make_repo(tmp_path, ["bash", "-c", wait])
     plan = tmp_path / "plan.md"
     plan.write_text("- one\n- two\n- three (after #1)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMX_")}
@@ -102,3 +103,75 @@ def test_after_ctrl_c_the_last_line_names_resume_which_finishes_the_team(tmp_pat
     assert r.returncode == 0, r.stdout + r.stderr
     assert "restarting worker-1, worker-2" in r.stdout
     assert "3 completed, 0 failed, 0 blocked, 0 unfinished" in r.stdout
+
+
+def git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x"}
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()
+
+
+def test_cleanup_removes_worktrees_and_merged_branches_keeps_unmerged_work_and_refuses_while_workers_run(
+        tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, ["bash", "-c", 'echo "$OMX_TASK_ID" > "t-$OMX_TASK_ID.txt"; echo ok'],
+                     "integration:\n  verify: 'true'\n")
+    plan = tmp_path / "plan.md"
+    plan.write_text("- one\n- two\n")
+    r = start(repo, "team", "start", "g", "--workers", "1", "--plan", str(plan), "--team", "cl")
+    assert r.returncode == 0, r.stdout + r.stderr
+    wt = sorted(p.name for p in (tmp_path / "wt").glob("*/cl/*"))
+    assert wt == ["integration", "task-1", "task-2"]
+    # A task branch with a commit nobody merged (work an agent left).
+    extra = git(repo, "commit-tree", "HEAD^{tree}", "-p", "HEAD", "-m", "unmerged work")
+    git(repo, "update-ref", "refs/heads/omx/cl/task-9", extra)
+
+    # A live worker of the team: cleanup refuses and changes nothing.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMX_")}
+    worker = subprocess.Popen([OMX, "team", "worker", "--team", "cl", "--name", "worker-1"], cwd=repo, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while summary(repo, "cl")["workers"][0]["state"] != "idle":
+            assert worker.poll() is None and time.monotonic() < deadline, "the worker never came up"
+            time.sleep(0.1)
+        r = start(repo, "team", "cleanup", "--team", "cl")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert f"workers of team cl are running: worker-1 (pid {worker.pid})" in r.stderr
+        assert "[worker_running]" in r.stderr
+        assert sorted(p.name for p in (tmp_path / "wt").glob("*/cl/*")) == wt
+        shut = start(repo, "team", "shutdown", "--team", "cl", "--json")
+        assert shut.returncode == 0, shut.stdout + shut.stderr
+        assert worker.wait(timeout=60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+    r = start(repo, "team", "cleanup", "--team", "cl", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert sorted(Path(p).name for p in out["worktrees_removed"]) == wt
+    assert list((tmp_path / "wt").glob("*/cl/*")) == []
+    assert sorted((b["branch"], b["merged_into"]) for b in out["branches_deleted"]) == [
+        ("omx/cl/task-1", "omx/cl/integration"), ("omx/cl/task-2", "omx/cl/integration")]
+    assert [(b["branch"], b["commits"]) for b in out["branches_kept"]] == [("omx/cl/task-9", 1)]
+    assert out["integration"]["deleted"] is False and "not landed" in out["integration"]["reason"]
+    branches = git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/omx/").split()
+    assert branches == ["omx/cl/integration", "omx/cl/task-9"]
+
+    base = git(repo, "symbolic-ref", "--short", "HEAD")
+    assert start(repo, "team", "land", "--team", "cl").returncode == 0
+    r = start(repo, "team", "cleanup", "--team", "cl")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"kept branch omx/cl/task-9: 1 commit: commits not merged into omx/cl/integration or {base}" in r.stdout
+    assert f"deleted integration branch omx/cl/integration: landed in {base}" in r.stdout
+    assert "`omx team api cleanup` deletes it" in r.stdout
+    doctor = json.loads(start(repo, "doctor", "--json").stdout)
+    assert not [c for c in doctor["checks"] if "integration" in c["name"] and not c["ok"]], doctor
+
+    r = start(repo, "team", "cleanup", "--team", "cl", "--force")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "deleted branch omx/cl/task-9 (unmerged, --force)" in r.stdout
+    assert git(repo, "for-each-ref", "refs/heads/omx/") == ""
+    assert start(repo, "team", "status", "--team", "cl").returncode == 0  # the team's state is still there

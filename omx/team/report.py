@@ -158,7 +158,8 @@ def shutdown_team(store: FileStore, team: str, *, force: bool = False, confirm_i
     workers = [w["name"] for w in summary["workers"]]
     for w in workers:
         store.write_shutdown_request(team, w, names.LEADER, "team shutdown")
-    deadline = time.monotonic() + wait_s
+    began = time.monotonic()
+    deadline = began + wait_s
     acked: dict[str, str] = {}
     while time.monotonic() < deadline and len(acked) < len(workers):
         for w in workers:
@@ -177,4 +178,6 @@ def shutdown_team(store: FileStore, team: str, *, force: bool = False, confirm_i
         hb = store.read_heartbeat(team, w)
         silent.append({"worker": w, "last_heartbeat": hb.last_beat_at if hb else None,
                        "state": store.read_status(team, w).state})
-    return {"team": team, "acknowledged": acked, "no_answer": silent, "waited_s": wait_s}
+    # waited_s: how long it actually waited (every ACK in: less than the allowed wait_s).
+    return {"team": team, "acknowledged": acked, "no_answer": silent, "waited_s": round(time.monotonic() - began, 3),
+            "wait_s": wait_s}

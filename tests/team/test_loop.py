@@ -142,6 +142,9 @@ def test_cleanup_removes_worktrees_and_merged_branches_keeps_unmerged_work_and_r
         assert sorted(p.name for p in (tmp_path / "wt").glob("*/cl/*")) == wt
         shut = start(repo, "team", "shutdown", "--team", "cl", "--json")
         assert shut.returncode == 0, shut.stdout + shut.stderr
+        answer = json.loads(shut.stdout)
+        assert answer["acknowledged"] == {"worker-1": "accept"}
+        assert answer["wait_s"] == 30 and 0 <= answer["waited_s"] < 30  # what it waited, not what it allowed
         assert worker.wait(timeout=60) == 0
     finally:
         if worker.poll() is None:

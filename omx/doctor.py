@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omx.engine.early import INSTALL_CODEX, PINNED_CODEX  # the version scripts/setup installs and the tests drive
 from omx.models import Event, Heartbeat, Message, Record, ShutdownAck, ShutdownRequest, WorkerIdentity, WorkerStatus
-
-PINNED_CODEX = "0.169.0"  # the version scripts/setup installs and the tests drive
 
 WORKER_FILES: dict[str, type[Record]] = {
     "identity.json": WorkerIdentity, "status.json": WorkerStatus, "heartbeat.json": Heartbeat,
@@ -25,7 +24,9 @@ class Check:
     name: str
     ok: bool
     detail: str
-    level: str = "error"  # error | warning | info
+    #: "ok" for a check that passed; for one that did not, how much it matters: error | warning | info.
+    #: Only a failed "error" makes the report (and the exit status) not ok.
+    level: str = "error"
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "level": self.level, "detail": self.detail}
@@ -40,7 +41,8 @@ class Report:
         return all(c.ok or c.level != "error" for c in self.checks)
 
     def add(self, name: str, ok: bool, detail: str, level: str = "error") -> None:
-        self.checks.append(Check(name, ok, detail, level))
+        """Record a check; ``level`` is its severity should it fail (a passing check is level "ok")."""
+        self.checks.append(Check(name, ok, detail, "ok" if ok else level))
 
 
 def check_tools(report: Report) -> None:
@@ -56,7 +58,8 @@ def check_tools(report: Report) -> None:
         note = "" if pinned else f" (omx is tested with {PINNED_CODEX}; the app-server protocol changes)"
         report.add("codex", "codex-cli" in out and pinned, f"{codex}: {out}{note}", level="warning")
     else:
-        report.add("codex", False, "codex not found on PATH (the codex runtimes need it)", level="warning")
+        report.add("codex", False, f"codex not found on PATH (the codex runtimes need it): {INSTALL_CODEX}",
+                   level="warning")
     from omx import setup
 
     home = setup.codex_home()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from omx.errors import InvalidInput
-from omx.terminal import visible
+from omx.terminal import plural, visible
 
 app = typer.Typer(help="Create, watch and drive a team. Scripts: `omx team api --list`.", no_args_is_help=True)
 
@@ -50,7 +51,7 @@ def create(
     if as_json:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
     else:
-        typer.echo(f"created team {team} with {workers} workers (lease {lease_ms} ms) under {store.root}")
+        typer.echo(f"created team {team} with {plural(workers, 'worker')} (lease {lease_ms} ms) under {store.root}")
 
 
 @app.command("status")
@@ -120,7 +121,8 @@ def render_status(summary: dict[str, Any], listing: Any) -> None:
     tt = Table("id", "status", "owner", "prio", "subject", title="tasks", title_justify="left")
     for t in listing.tasks:
         st = "blocked" if t.id in listing.blocked_by else t.status
-        tt.add_row(cell(t.id), cell(st), cell(t.owner or "—"), cell(t.priority), cell(visible(t.subject)[:70]))
+        subject = textwrap.shorten(visible(t.subject), 160, placeholder=" …")  # whole words
+        tt.add_row(cell(t.id), cell(st), cell(t.owner or "—"), cell(t.priority), cell(subject))
     con.print(tt)
     for b in summary["blocked"]:
         con.print(cell(f"task {b['task_id']} waits: {b['reason']}", "yellow"))
@@ -177,11 +179,16 @@ def worker(
 def setup(
     codex_home: Path | None = typer.Option(None, "--codex-home", help="default: $CODEX_HOME or ~/.codex"),
     uninstall: bool = typer.Option(False, "--uninstall", help="remove the skills omx installed"),
+    as_json: bool = typer.Option(False, "--json", help="print what changed as JSON"),
 ) -> None:
     """Install the $team, $swarm and $worker skills into $CODEX_HOME/skills (idempotent)."""
     from omx import setup as st
 
     r = st.uninstall(codex_home) if uninstall else st.install(codex_home)
+    if as_json:
+        typer.echo(json.dumps({"target": str(r.target), "installed": r.installed, "updated": r.updated,
+                               "unchanged": r.unchanged, "removed": r.removed}, indent=2))
+        return
     for what in ("installed", "updated", "unchanged", "removed"):
         names = getattr(r, what)
         if names:
@@ -343,13 +350,20 @@ def report(
     from rich.table import Table
 
     con = Console()
-    tt = Table("id", "status", "owner", "branch", "commit", "tokens", "time", "summary / error",
-               title=cell(f"team {name} — {rep['goal']}"), title_justify="left")
+    # Narrow terminals (80 columns) get no branch column (the branch is omx/<team>/task-<id>, and the
+    # lines below name integrated commits); every column but the summary keeps its words whole.
+    wide = con.width >= 110
+    tt = Table(title=cell(f"team {name} — {rep['goal']}"), title_justify="left")
+    for head in ("id", "status", "owner", *(("branch",) if wide else ()), "commit", "tokens", "time"):
+        tt.add_column(head, no_wrap=True, justify="right" if head == "tokens" else "left")
+    tt.add_column("summary / error", ratio=1, min_width=16, overflow="fold")
     for r in rep["tasks"]:
         secs = f"{r['duration_ms'] / 1000:.1f}s" if isinstance(r["duration_ms"], (int, float)) else "—"
         note = r["summary"] or r["error"] or (f"waits on {r['blocked_by']}" if r["blocked_by"] else "")
-        tt.add_row(cell(r["id"]), cell(r["status"]), cell(r["owner"] or "—"), cell(r["branch"] or "—"),
-                   cell(visible(r["commit"] or "—")[:10]), cell(r["tokens"]), secs, cell(visible(note)[:80]))
+        short = textwrap.shorten(visible(note), 240, placeholder=" …") if note else ""  # whole words only
+        tt.add_row(cell(r["id"]), cell(r["status"]), cell(r["owner"] or "—"),
+                   *((cell(r["branch"] or "—"),) if wide else ()),
+                   cell(visible(r["commit"] or "—")[:10 if wide else 8]), cell(r["tokens"]), secs, cell(short))
     con.print(tt)
     for line in report_lines(rep):
         con.print(visible(line), markup=False, highlight=False)

@@ -16,6 +16,7 @@ from typing import Any
 
 from omx.errors import WorkerRunning
 from omx.state.filestore import FileStore
+from omx.terminal import plural
 
 
 def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -138,7 +139,7 @@ def _integration_branch(repo: Path, team: str, integ: str, base: str, integ_tip:
     elif not (base_tip and is_ancestor(repo, integ_tip, base_tip)):
         keep = f"not landed in {base}: kept (omx team land --team {team} brings it in)"
     elif left:
-        keep = f"landed in {base}, but {left} task(s) may still run: kept"
+        keep = f"landed in {base}, but {plural(left, 'task')} may still run: kept"
     elif ref in checked_out:
         keep = f"checked out in {checked_out[ref]}: kept"
     if keep is not None or integ_tip is None:

@@ -23,7 +23,7 @@ from omx.errors import InvalidInput, OmxError, TeamExists
 from omx.state import names
 from omx.state.filestore import FileStore
 from omx.team.plan import PlannedTask
-from omx.terminal import visible
+from omx.terminal import plural, visible
 
 
 @dataclass
@@ -280,7 +280,7 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
     integration = integration_plan(opts)
     tasks, planned_by = plan_tasks(opts, lambda m: line(f"warning: {m}"))
     team = create_team(store, opts, tasks, integration)
-    line(f"team {team}: {len(tasks)} tasks ({planned_by}), {opts.workers} workers"
+    line(f"team {team}: {plural(len(tasks), 'task')} ({planned_by}), {plural(opts.workers, 'worker')}"
          f"{' in tmux session omx-' + team if opts.tmux else ''}; state under {store.paths(team).dir}")
     opts.created_team = team
     line(start_integration(store, team, opts.repo))
@@ -358,7 +358,7 @@ def resume_team(store: FileStore, team: str, opts: StartOptions, *, live: bool,
              + "); nothing to restart — watch it with `omx team status --watch`")
         return {**before, "team": team, "laggards": [], "interrupted": False,
                 "integration": integration_state(store, team, opts.repo), **extra}
-    line(f"team {team}: {c['pending'] + c['in_progress']} of {before['total']} tasks unfinished; restarting "
+    line(f"team {team}: {c['pending'] + c['in_progress']} of {plural(before['total'], 'task')} unfinished; restarting "
          f"{', '.join(missing)}" + (f" ({', '.join(sorted(running))} running already)" if running else ""))
     line(start_integration(store, team, opts.repo))
     leader = Leader(store, team, opts, line)

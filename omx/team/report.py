@@ -11,6 +11,7 @@ from typing import Any
 from omx.errors import InvalidInput, NotEmpty, Refused
 from omx.state import names
 from omx.state.filestore import FileStore
+from omx.terminal import plural
 
 
 def merge_check(repo: Path, base: str, branch: str) -> dict[str, Any]:
@@ -148,10 +149,12 @@ def shutdown_team(store: FileStore, team: str, *, force: bool = False, confirm_i
     c = summary["counts"]
     unfinished = c["pending"] + c["in_progress"] + c["blocked"]
     if unfinished and not force:
-        raise NotEmpty(f"{unfinished} tasks are not finished (pending {c['pending']}, in progress "
+        verb = "is" if unfinished == 1 else "are"
+        raise NotEmpty(f"{plural(unfinished, 'task')} {verb} not finished (pending {c['pending']}, in progress "
                        f"{c['in_progress']}, blocked {c['blocked']}); pass --force to stop anyway")
     if c["failed"] and not confirm_issues:
-        raise Refused(f"{c['failed']} tasks failed; read `omx team report` and pass --confirm-issues to end the team")
+        raise Refused(f"{plural(c['failed'], 'task')} failed; read `omx team report` and pass --confirm-issues "
+                      "to end the team")
     from omx.clock import iso
 
     asked_at = iso(store.clock.now_ms() - 1)

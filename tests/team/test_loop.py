@@ -12,7 +12,9 @@ from pathlib import Path
 from tests.team.test_start import OMX, make_repo, start, summary
 
 #: Task 1 fails on its first run only (a marker file remembers); every other run succeeds.
-FLAKY = 'if [ "$OMX_TASK_ID" = 1 ] && [ ! -e "{mark}" ]; then touch "{mark}"; echo boom >&2; exit 3; fi; echo ok'
+FLAKY = ('if [ "$OMX_TASK_ID" = 1 ] && [ ! -e "{mark}" ]; then touch "{mark}"; echo boom >&2; exit 3; fi; '
+         'echo x > "t-$OMX_TASK_ID.txt"; '
+         'echo "done: wrote the file for task $OMX_TASK_ID, with a summary long enough to wrap in a narrow column"')
 
 
 def api(repo: Path, op: str, data: dict) -> subprocess.CompletedProcess[str]:  # type: ignore[type-arg]
@@ -26,6 +28,7 @@ def test_retry_sends_a_failed_task_back_and_resume_finishes_the_team(tmp_path: P
     r = start(repo, "team", "start", "g", "--workers", "1", "--plan", str(plan), "--team", "loop")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "0 completed, 1 failed, 1 blocked" in r.stdout
+    assert "team loop: 2 tasks (plan file" in r.stdout and ", 1 worker;" in r.stdout  # not "1 workers"
     assert "omx team retry <id>… --team loop" in r.stdout
     failed = json.loads(api(repo, "read-task", {"team_name": "loop", "task_id": "1"}).stdout)["data"]["task"]
     assert failed["status"] == "failed" and failed["error"]
@@ -62,6 +65,19 @@ def test_retry_sends_a_failed_task_back_and_resume_finishes_the_team(tmp_path: P
     assert "2 completed, 0 failed, 0 blocked, 0 unfinished" in r.stdout
     task = json.loads(api(repo, "read-task", {"team_name": "loop", "task_id": "1"}).stdout)["data"]["task"]
     assert task["attempts"] == 2 and task["status"] == "completed"
+
+    # The report fits 80 columns and cuts no word (summaries wrap; the commit is whole).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMX_")}
+    rep = subprocess.run([OMX, "team", "report", "--team", "loop"], cwd=repo, capture_output=True, text=True,
+                         env={**env, "COLUMNS": "80"})
+    assert rep.returncode == 0, rep.stderr
+    lines = rep.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, rep.stdout
+    assert "…" not in rep.stdout, rep.stdout
+    words = " ".join(line.split("│")[-2].strip() for line in lines if line.startswith("│")).split()
+    assert " ".join(words).count("with a summary long enough to wrap in a narrow column") == 2, rep.stdout
+    commit = json.loads(api(repo, "read-task", {"team_name": "loop", "task_id": "2"}).stdout)["data"]["task"]
+    assert commit["result"]["commit"][:8] in rep.stdout
 
     r = start(repo, "team", "resume", "--team", "loop")  # nothing left: says so
     assert r.returncode == 0, r.stdout + r.stderr

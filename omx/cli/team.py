@@ -454,7 +454,7 @@ def cleanup(
     root: Path | None = RootOpt,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Remove the team's git leftovers: its worktrees and the task branches already merged.
+    """Remove the team's worktrees and merged task branches (its state stays: `omx team api cleanup`).
 
     Task branches merged into the integration branch (or the base) are deleted; one with unmerged
     commits is listed and kept unless --force. The integration branch is deleted only once it is

@@ -101,7 +101,8 @@ def _read_config(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str
 
 
 @op("cleanup", (F("force", "bool", default=False),),
-    "Delete the team's state (refused while tasks are in progress, unless force).")
+    "Delete the team's state (refused while tasks are in progress, unless force); `omx team cleanup` "
+    "removes its worktrees and branches.")
 def _cleanup(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str, Any]:
     return s.cleanup(a["team_name"], force=bool(a["force"]))
 

@@ -120,7 +120,7 @@ class WorkerOps(MailboxOps):
                     continue
                 if hb is not None and hb.pid == pid and not hb.alive:
                     continue
-                if is_omx_worker(pid):
+                if is_omx_worker(pid, team, worker):
                     return {"pid": pid, "host": host, "heartbeat_age_ms": age}
             return None
         if lease_ms is None:

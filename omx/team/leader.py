@@ -291,11 +291,12 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
 
 
 def watch(store: FileStore, leader: Leader, *, live: bool, line: Callable[[str], None],
-          start: Callable[[], None]) -> dict[str, Any]:
+          start: Callable[[], None], since: int = 0) -> dict[str, Any]:
     """Start workers with ``start``, monitor until every task is terminal (or Ctrl-C / SIGTERM), then stop them.
 
     The part ``omx team start`` and ``omx team resume`` share. Returns the final summary plus ``team``,
-    ``laggards`` (workers that did not ACK), ``interrupted`` and ``integration``.
+    ``laggards`` (workers that did not ACK), ``interrupted`` and ``integration``. ``since``: the event
+    cursor to show progress from (a resume does not replay the earlier run's lines).
     """
     team = leader.team
     stop: list[str] = []
@@ -305,6 +306,7 @@ def watch(store: FileStore, leader: Leader, *, live: bool, line: Callable[[str],
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     view = Progress(store, team, live=live, on_line=line)
+    view.cursor = since
     try:
         start()
         while True:
@@ -362,7 +364,11 @@ def resume_team(store: FileStore, team: str, opts: StartOptions, *, live: bool,
          f"{', '.join(missing)}" + (f" ({', '.join(sorted(running))} running already)" if running else ""))
     line(start_integration(store, team, opts.repo))
     leader = Leader(store, team, opts, line)
-    summary = watch(store, leader, live=live, line=line, start=lambda: leader.start(missing))
+    try:  # the log's end: a byte offset at a line's end (events are appended whole, one write a line)
+        since = store.paths(team).events.stat().st_size
+    except FileNotFoundError:
+        since = 0
+    summary = watch(store, leader, live=live, line=line, start=lambda: leader.start(missing), since=since)
     summary.update(extra)
     return summary
 

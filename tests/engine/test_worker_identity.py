@@ -6,6 +6,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.engine.worker_helpers import (
     bash,
     in_progress_by,
@@ -19,12 +21,13 @@ from tests.engine.worker_helpers import (
 GATED = 'echo $$ >> "$WL_OUT/pids"; while [ ! -e "$WL_OUT/go" ]; do sleep 0.05; done; echo done > out.txt; echo ok'
 
 
-def test_a_second_process_of_a_live_worker_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("by_env", [False, True])
+def test_a_second_process_of_a_live_worker_is_refused_and_changes_nothing(tmp_path: Path, by_env: bool) -> None:
     rig = make_rig(tmp_path, workers=["worker-1"])
     try:
         write_workflow(rig, runtime={"kind": "command", "command": bash(GATED)})
         tid = rig.store.create_task(rig.team, "held").id
-        first = start_worker(rig, "worker-1", "--until-empty")
+        first = start_worker(rig, "worker-1", "--until-empty", by_env=by_env)
         wait_until(lambda: rig.lines("pids"), what="the first worker's agent to start", proc=first)
         assert in_progress_by(rig, tid, "worker-1")
         registered = len(rig.events("worker_registered"))

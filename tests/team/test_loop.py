@@ -63,6 +63,8 @@ def test_retry_sends_a_failed_task_back_and_resume_finishes_the_team(tmp_path: P
     assert r.returncode == 0, r.stdout + r.stderr
     assert "restarting worker-1" in r.stdout
     assert "2 completed, 0 failed, 0 blocked, 0 unfinished" in r.stdout
+    assert "FAILED" not in r.stdout  # progress from now on: the first run's lines are not replayed
+    assert "task 1 claimed by worker-1" in r.stdout
     task = json.loads(api(repo, "read-task", {"team_name": "loop", "task_id": "1"}).stdout)["data"]["task"]
     assert task["attempts"] == 2 and task["status"] == "completed"
 
@@ -114,11 +116,23 @@ def test_after_ctrl_c_the_last_line_names_resume_which_finishes_the_team(tmp_pat
     assert again.returncode == 1
     assert "team cc exists already" in again.stderr and "omx team resume --team cc" in again.stderr
 
-    gate.touch()
-    r = start(repo, "team", "resume", "--team", "cc")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert "restarting worker-1, worker-2" in r.stdout
-    assert "3 completed, 0 failed, 0 blocked, 0 unfinished" in r.stdout
+    # worker-1 runs again by hand (started by its OMX_TEAM_WORKER): resume leaves it alone.
+    manual = subprocess.Popen([OMX, "team", "worker"], cwd=repo, env={**env, "OMX_TEAM_WORKER": "cc/worker-1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while summary(repo, "cc")["workers"][0]["state"] != "working":
+            assert manual.poll() is None and time.monotonic() < deadline, "worker-1 never took a task"
+            time.sleep(0.1)
+        gate.touch()
+        r = start(repo, "team", "resume", "--team", "cc")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "restarting worker-2 (worker-1 running already)" in r.stdout
+        assert "3 completed, 0 failed, 0 blocked, 0 unfinished" in r.stdout
+        assert manual.poll() is None  # not ours to stop
+    finally:
+        manual.kill()
+        manual.wait()
 
 
 def git(repo: Path, *args: str) -> str:

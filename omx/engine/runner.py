@@ -38,6 +38,7 @@ from omx.engine.source import Activity, Claimed, LeaseLost, WorkSource
 from omx.engine.workflow import Workflow
 from omx.engine.workspaces import Workspace, _rev, commit_changes, prepare_workspace, release_workspace
 from omx.errors import InvalidInput, OmxError
+from omx.terminal import plural
 
 log = logging.getLogger("omx.worker")
 #: The verification output an agent is shown (its tail), in characters.
@@ -305,7 +306,8 @@ class Runner:
                 else f"{code}: {cfg.verify!r} failed on the merged tree")
         if failures >= cfg.max_attempts:
             result["error_code"] = code
-            return Outcome("failed", result, f"{what} (after {failures} attempts; the work is kept on {ws.branch})")
+            return Outcome("failed", result,
+                           f"{what} (after {plural(failures, 'attempt')}; the work is kept on {ws.branch})")
         self.source.emit(claimed, Activity("progress", f"{what}; sent back for attempt {failures + 1}"))
         return Outcome("released", result, what, note=info)
 

@@ -113,6 +113,17 @@ def current_branch(repo: Path) -> str | None:
     return out.stdout.strip() or None
 
 
+def refuse_existing(store: FileStore, opts: StartOptions) -> None:
+    """An explicit ``--team`` that exists already: say so, and point to ``omx team resume``."""
+    if opts.team and names.team_name(opts.team) in store.list_teams():
+        raise _exists(store, names.team_name(opts.team))
+
+
+def _exists(store: FileStore, team: str) -> TeamExists:
+    return TeamExists(f"team {team} exists already under {store.root}: resume it with "
+                      f"`omx team resume --team {team}`, or pick another --team", team=team)
+
+
 def create_team(store: FileStore, opts: StartOptions, tasks: list[PlannedTask],
                 integration: Callable[[str], dict[str, Any] | None] | None = None) -> str:
     """Write the team, its tasks (pre-assigned round-robin unless swarm), identities and inboxes.
@@ -130,8 +141,7 @@ def create_team(store: FileStore, opts: StartOptions, tasks: list[PlannedTask],
             break
         except TeamExists:
             if opts.team:
-                raise TeamExists(f"team {team} exists already under {store.root}: resume it with "
-                                 f"`omx team resume --team {team}`, or pick another --team", team=team) from None
+                raise _exists(store, team) from None
             team = f"{base[:26]}-{n}"
     ids: dict[int, str] = {}
     for pos, t in enumerate(tasks, start=1):
@@ -277,6 +287,7 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
     opts.repo = repo_root(opts.repo)
     if opts.workers < 1 or opts.workers > 64:
         raise InvalidInput("--workers must be between 1 and 64")
+    refuse_existing(store, opts)  # before planning, which can take minutes
     integration = integration_plan(opts)
     tasks, planned_by = plan_tasks(opts, lambda m: line(f"warning: {m}"))
     team = create_team(store, opts, tasks, integration)

@@ -112,8 +112,8 @@ def test_after_ctrl_c_the_last_line_names_resume_which_finishes_the_team(tmp_pat
     assert last == "3 tasks unfinished; resume: omx team resume --team cc", out
 
     # `start` on the same name points to `resume` instead of a bare "exists".
-    again = start(repo, "team", "start", "g", "--team", "cc", "--planner", "heuristic")
-    assert again.returncode == 1
+    again = start(repo, "team", "start", "g", "--team", "cc", "--plan", str(tmp_path / "no-such-plan.md"))
+    assert again.returncode == 1, again.stderr  # said before any planning (the plan file is not even read)
     assert "team cc exists already" in again.stderr and "omx team resume --team cc" in again.stderr
 
     # worker-1 runs again by hand (started by its OMX_TEAM_WORKER): resume leaves it alone.

@@ -203,6 +203,7 @@ ALL_ERRORS: tuple[type[OmxError], ...] = (
     InvalidTransition,
     AlreadyTerminal,
     BlockedDependency,
+    WorkerRunning,
     NotEmpty,
     LockTimeout,
     CorruptState,

@@ -318,6 +318,7 @@ def watch(store: FileStore, leader: Leader, *, live: bool, line: Callable[[str],
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     view = Progress(store, team, live=live, on_line=line)
     view.cursor = since
+    watched = False
     try:
         start()
         while True:
@@ -326,11 +327,18 @@ def watch(store: FileStore, leader: Leader, *, live: bool, line: Callable[[str],
             if stop or leader.finished(summary):
                 break
             store.await_event(team, cursor=view.cursor, timeout_ms=500)
+        watched = True
     finally:
-        view.close()
-        laggards = leader.shutdown("interrupted by the user" if stop else "all tasks are done")
-        for sig, h in old.items():
-            signal.signal(sig, h)
+        try:
+            laggards = leader.shutdown("interrupted by the user" if stop else "all tasks are done")
+            for sig, h in old.items():
+                signal.signal(sig, h)
+            if watched:
+                # A task's event is appended just after its file is written: the summary that ended the
+                # loop can be a moment ahead of the log. With the workers gone, the log is complete.
+                view.update(store.summary(team))
+        finally:
+            view.close()
     summary = store.summary(team)
     summary.update({"team": team, "laggards": laggards, "interrupted": bool(stop),
                     "integration": integration_state(store, team, leader.opts.repo)})

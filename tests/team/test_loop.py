@@ -124,8 +124,19 @@ def test_after_ctrl_c_the_last_line_names_resume_which_finishes_the_team(tmp_pat
         while summary(repo, "cc")["workers"][0]["state"] != "working":
             assert manual.poll() is None and time.monotonic() < deadline, "worker-1 never took a task"
             time.sleep(0.1)
-        gate.touch()
-        r = start(repo, "team", "resume", "--team", "cc")
+        resume = subprocess.Popen([OMX, "team", "resume", "--team", "cc"], cwd=repo, env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        try:  # the gate opens once resume has started worker-2 (worker-1 cannot finish everything first)
+            while summary(repo, "cc")["workers"][1]["state"] not in ("idle", "working"):
+                assert resume.poll() is None and time.monotonic() < deadline, "resume never started worker-2"
+                time.sleep(0.1)
+            gate.touch()
+            out, err = resume.communicate(timeout=60)
+        finally:
+            if resume.poll() is None:
+                resume.kill()
+        r = subprocess.CompletedProcess(resume.args, resume.returncode, out, err)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "restarting worker-2 (worker-1 running already)" in r.stdout
         assert "3 completed, 0 failed, 0 blocked, 0 unfinished" in r.stdout

@@ -120,13 +120,37 @@ def check_state(root: Path, report: Report, *, fix: bool = False) -> None:
         report.add(f"team {team}: locks", True, "kernel locks (flock) die with their holder: none can be stale",
                    level="info")
         temps = [str(x) for x in p.dir.rglob(".*.tmp")]
-        report.add(f"team {team}: temp files", not temps, "none" if not temps else
-                   "left by a crash mid-write (safe to delete): " + ", ".join(temps), level="warning")
+        found = len(temps)
+        if temps and fix:
+            temps = _remove_temps(store, team, temps)
+        done = f"removed {found - len(temps)} left by a crash mid-write" if found > len(temps) else "none"
+        report.add(f"team {team}: temp files", not temps, done if not temps else
+                   "left by a crash mid-write (safe to delete; --fix does once no worker runs): "
+                   + ", ".join(temps), level="warning")
         check_integration(root, store, team, report, fix=fix)
         if fix:
             counts = store.rebuild_index(team)
             report.add(f"team {team}: index", True, f"rebuilt: {counts['added']} added, {counts['removed']} removed",
                        level="info")
+
+
+def _remove_temps(store: Any, team: str, temps: list[str]) -> list[str]:
+    """Delete crash leftovers, but only while none of the team's workers runs and each is over a second old
+    (a live writer's temp file exists for a few milliseconds before its rename). Returns what is left."""
+    import time
+
+    if any(store.live_worker(team, w) for w in store.read_config(team).worker_names()):
+        return temps
+    left = []
+    for path in temps:
+        try:
+            if time.time() - os.stat(path).st_mtime >= 1.0:
+                os.unlink(path)
+                continue
+        except FileNotFoundError:
+            continue
+        left.append(path)
+    return left
 
 
 def check_integration(root: Path, store: Any, team: str, report: Report, *, fix: bool = False) -> None:

@@ -82,3 +82,22 @@ def test_a_worker_without_codex_names_the_npm_package(omx: Callable[..., CliResu
                           timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "codex is not on the agent's PATH" in proc.stderr and INSTALL in proc.stderr
+
+
+def test_doctor_fix_removes_temp_files_a_crash_left(omx: Callable[..., CliResult], tmp_path: Path) -> None:
+    from omx.state.filestore import FileStore
+
+    root = tmp_path / "state"
+    store = FileStore(root)
+    store.create_team("crashy", workers=["worker-1"])
+    old = store.paths("crashy").tasks / ".task-1.json.0badc0de.tmp"
+    old.write_text('{"half": ')
+    os.utime(old, (1, 1))
+    found = json.loads(omx("doctor", "--root", str(root), "--json").out)
+    temps = next(c for c in found["checks"] if c["name"] == "team crashy: temp files")
+    assert (temps["ok"], temps["level"]) == (False, "warning") and str(old) in temps["detail"]
+    fixed = json.loads(omx("doctor", "--root", str(root), "--json", "--fix").out)
+    temps = next(c for c in fixed["checks"] if c["name"] == "team crashy: temp files")
+    assert temps == {"name": "team crashy: temp files", "ok": True, "level": "ok",
+                     "detail": "removed 1 left by a crash mid-write"}
+    assert not old.exists()

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from omx.engine.early import INSTALL_CODEX, PINNED_CODEX  # the version scripts/setup installs and the tests drive
 from omx.models import Event, Heartbeat, Message, Record, ShutdownAck, ShutdownRequest, WorkerIdentity, WorkerStatus
-
-PINNED_CODEX = "0.169.0"  # the version scripts/setup installs and the tests drive
 
 WORKER_FILES: dict[str, type[Record]] = {
     "identity.json": WorkerIdentity, "status.json": WorkerStatus, "heartbeat.json": Heartbeat,
@@ -25,7 +24,9 @@ class Check:
     name: str
     ok: bool
     detail: str
-    level: str = "error"  # error | warning | info
+    #: "ok" for a check that passed; for one that did not, how much it matters: error | warning | info.
+    #: Only a failed "error" makes the report (and the exit status) not ok.
+    level: str = "error"
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "ok": self.ok, "level": self.level, "detail": self.detail}
@@ -40,7 +41,8 @@ class Report:
         return all(c.ok or c.level != "error" for c in self.checks)
 
     def add(self, name: str, ok: bool, detail: str, level: str = "error") -> None:
-        self.checks.append(Check(name, ok, detail, level))
+        """Record a check; ``level`` is its severity should it fail (a passing check is level "ok")."""
+        self.checks.append(Check(name, ok, detail, "ok" if ok else level))
 
 
 def check_tools(report: Report) -> None:
@@ -56,7 +58,8 @@ def check_tools(report: Report) -> None:
         note = "" if pinned else f" (omx is tested with {PINNED_CODEX}; the app-server protocol changes)"
         report.add("codex", "codex-cli" in out and pinned, f"{codex}: {out}{note}", level="warning")
     else:
-        report.add("codex", False, "codex not found on PATH (the codex runtimes need it)", level="warning")
+        report.add("codex", False, f"codex not found on PATH (the codex runtimes need it): {INSTALL_CODEX}",
+                   level="warning")
     from omx import setup
 
     home = setup.codex_home()
@@ -155,12 +158,32 @@ def check_state(root: Path, report: Report, *, fix: bool = False) -> None:
             report.add(f"team {team}: index", True, "consistent with the task files")
         report.add(f"team {team}: locks", True, "kernel locks (flock) die with their holder: none can be stale",
                    level="info")
-        _check_temps(p.dir, team, report, fix=fix)
+        quiet = not any(store.live_worker(team, w) for w in store.read_config(team).worker_names())
+        _check_temps(p.dir, team, report, fix=fix, quiet=quiet)
         check_integration(root, store, team, report, fix=fix)
         if fix:
             counts = store.rebuild_index(team)
             report.add(f"team {team}: index", True, f"rebuilt: {counts['added']} added, {counts['removed']} removed",
                        level="info")
+
+
+def _remove_temps(store: Any, team: str, temps: list[str]) -> list[str]:
+    """Delete crash leftovers, but only while none of the team's workers runs and each is over a second old
+    (a live writer's temp file exists for a few milliseconds before its rename). Returns what is left."""
+    import time
+
+    if any(store.live_worker(team, w) for w in store.read_config(team).worker_names()):
+        return temps
+    left = []
+    for path in temps:
+        try:
+            if time.time() - os.stat(path).st_mtime >= 1.0:
+                os.unlink(path)
+                continue
+        except FileNotFoundError:
+            continue
+        left.append(path)
+    return left
 
 
 def check_integration(root: Path, store: Any, team: str, report: Report, *, fix: bool = False) -> None:
@@ -195,18 +218,22 @@ def _toplevel(path: Path) -> Path | None:
 STALE_TEMP_S = 60.0  # a temp file is written and renamed within milliseconds: one this old was left by a crash
 
 
-def _check_temps(team_dir: Path, team: str, report: Report, *, fix: bool) -> None:
+def _check_temps(team_dir: Path, team: str, report: Report, *, fix: bool, quiet: bool = False) -> None:
+    """Temp files a crash left mid-write. One older than :data:`STALE_TEMP_S` is stale; while none of the
+    team's workers runs (``quiet``), one older than a second is (a live write renames its temp file
+    within milliseconds)."""
     import time
 
     now = time.time()
+    limit = 1.0 if quiet else STALE_TEMP_S
     stale: list[Path] = []
     young: list[Path] = []
     for x in sorted(team_dir.rglob(".*.tmp")):
         try:
-            (stale if now - x.lstat().st_mtime > STALE_TEMP_S else young).append(x)
+            (stale if now - x.lstat().st_mtime > limit else young).append(x)
         except FileNotFoundError:
             continue  # renamed into place meanwhile
-    note = f"; {len(young)} being written now (younger than {STALE_TEMP_S:g} s), left alone" if young else ""
+    note = f"; {len(young)} being written now (younger than {limit:g} s), left alone" if young else ""
     name = f"team {team}: temp files"
     if fix and stale:
         deleted: list[Path] = []

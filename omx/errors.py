@@ -159,6 +159,12 @@ class BlockedDependency(Refused):
     code = "blocked_dependency"
 
 
+class WorkerRunning(Refused):
+    """Raised when a worker identity is taken by a live process, or an action needs the team's workers stopped."""
+
+    code = "worker_running"
+
+
 class NotEmpty(Refused):
     """Raised when cleanup or shutdown would drop unfinished work and ``force`` was not given."""
 
@@ -219,6 +225,7 @@ ALL_ERRORS: tuple[type[OmxError], ...] = (
     InvalidTransition,
     AlreadyTerminal,
     BlockedDependency,
+    WorkerRunning,
     NotEmpty,
     LockTimeout,
     CorruptState,

@@ -71,3 +71,13 @@ def install_visible_logging(level: int, fmt: str = "%(asctime)s %(name)s %(level
     logging.basicConfig(level=level, format=fmt)
     for handler in logging.getLogger().handlers:
         handler.setFormatter(VisibleFormatter(fmt))
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``count`` and ``word``, in the plural unless the count is one: ``1 worker``, ``2 workers``, ``0 tasks``.
+
+    Example:
+        >>> plural(1, "worker"), plural(3, "task"), plural(2, "process", "processes")
+        ('1 worker', '3 tasks', '2 processes')
+    """
+    return f"{count} {word if count == 1 else many or word + 's'}"

@@ -15,9 +15,27 @@ app = typer.Typer(
     name="omx",
     help="A team of coding agents working one repository through plain files.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (typer's; the variable is _OMX_COMPLETE)
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from omx import __version__
+
+        typer.echo(f"omx {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", help="Print omx's version and exit.", is_eager=True,
+                                 callback=_print_version),
+) -> None:
+    """A team of coding agents working one repository through plain files."""
+    # `omx --version` alone takes the fast path in omx.cli.main; this makes it listed in --help (and work
+    # with other arguments).
 
 
 def _register() -> None:
@@ -30,9 +48,15 @@ def _register() -> None:
 
     app.command("swarm", epilog=PLAN_SYNTAX.replace("\n", " ").replace("[", "\\["))(team.swarm)
 
-    @app.command("demo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    # The demo parses its own options (argparse): typer's --help is off here so that `omx demo --help`
+    # reaches it and lists them.
+    @app.command("demo", add_help_option=False,
+                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
     def demo(ctx: typer.Context) -> None:
-        """Run a real team of Codex workers on a generated sample repo (offline demo model without an account)."""
+        """Run a real team of Codex workers on a generated sample repo (offline demo model without an account).
+
+        Options: --workers N, --keep, --offline, --json (see `omx demo --help`).
+        """
         from omx.demo.main import main
 
         raise typer.Exit(main(list(ctx.args)))

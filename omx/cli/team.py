@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import typer
 
 from omx.errors import InvalidInput
 from omx.team.plan import PLAN_SYNTAX
-from omx.terminal import visible
+from omx.terminal import plural, visible
 
 app = typer.Typer(help="Create, watch and drive a team. Scripts: `omx team api --list`.", no_args_is_help=True)
 
@@ -53,7 +54,7 @@ def create(
     if as_json:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
     else:
-        typer.echo(f"created team {team} with {workers} workers (lease {lease_ms} ms) under {store.root}")
+        typer.echo(f"created team {team} with {plural(workers, 'worker')} (lease {lease_ms} ms) under {store.root}")
 
 
 @app.command("status")
@@ -123,7 +124,8 @@ def render_status(summary: dict[str, Any], listing: Any) -> None:
     tt = Table("id", "status", "owner", "prio", "subject", title="tasks", title_justify="left")
     for t in listing.tasks:
         st = "blocked" if t.id in listing.blocked_by else t.status
-        tt.add_row(cell(t.id), cell(st), cell(t.owner or "—"), cell(t.priority), cell(visible(t.subject)[:70]))
+        subject = textwrap.shorten(visible(t.subject), 160, placeholder=" …")  # whole words
+        tt.add_row(cell(t.id), cell(st), cell(t.owner or "—"), cell(t.priority), cell(subject))
     con.print(tt)
     for b in summary["blocked"]:
         con.print(cell(f"task {b['task_id']} waits: {b['reason']}", "yellow"))
@@ -180,11 +182,16 @@ def worker(
 def setup(
     codex_home: Path | None = typer.Option(None, "--codex-home", help="default: $CODEX_HOME or ~/.codex"),
     uninstall: bool = typer.Option(False, "--uninstall", help="remove the skills omx installed"),
+    as_json: bool = typer.Option(False, "--json", help="print what changed as JSON"),
 ) -> None:
     """Install the $team, $swarm and $worker skills into $CODEX_HOME/skills (idempotent)."""
     from omx import setup as st
 
     r = st.uninstall(codex_home) if uninstall else st.install(codex_home)
+    if as_json:
+        typer.echo(json.dumps({"target": str(r.target), "installed": r.installed, "updated": r.updated,
+                               "unchanged": r.unchanged, "removed": r.removed}, indent=2))
+        return
     for what in ("installed", "updated", "unchanged", "removed"):
         names = getattr(r, what)
         if names:
@@ -220,20 +227,49 @@ def _start(goal: str, workers: int, *, swarm: bool, plan: Path | None, planner: 
     def line(text: str) -> None:  # progress lines hold task data (reasons, names): shown escaped
         typer.echo(visible(text), err=as_json)
 
-    summary = run_team(store, opts, live=live, on_line=line)
+    try:
+        summary = run_team(store, opts, live=live, on_line=line)
+    except Exception as exc:
+        if opts.created_team is None:
+            raise
+        # The leader failed after writing the team: its state is kept, and `resume` takes it from here.
+        from omx.cli.exits import guarded
+
+        caught = exc
+
+        def reraise() -> None:
+            raise caught
+
+        status = guarded(reraise)
+        typer.echo(visible(f"the team's state is kept; resume it: omx team resume --team {opts.created_team}"),
+                   err=True)
+        raise typer.Exit(status) from None
+    _finish(summary, as_json)
+
+
+def _finish(summary: dict[str, Any], as_json: bool) -> None:
+    """The end of `omx team start` and `omx team resume`: the summary, and the exit status."""
+    c = summary["counts"]
+    unfinished = c["pending"] + c["in_progress"]
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
     else:
-        c = summary["counts"]
         typer.echo(f"team {visible(summary['team'])}: {c['completed']} completed, {c['failed']} failed, "
-                   f"{c['blocked']} blocked, {c['pending'] + c['in_progress']} unfinished")
+                   f"{c['blocked']} blocked, {unfinished} unfinished")
         integ = summary.get("integration")
         if integ and integ.get("tip"):
             ahead = integ.get("ahead")
             typer.echo(f"integrated: {integ['branch']} at {integ['tip'][:10]}"
                        + (f", {ahead} commit{'' if ahead == 1 else 's'} ahead of {integ['base']}" if ahead else "")
                        + (f"; land it: omx team land --team {summary['team']}" if ahead else ""))
-    c = summary["counts"]
+        if c["failed"] and not unfinished:
+            typer.echo(visible(f"retry failed tasks: omx team retry <id>… --team {summary['team']}, then "
+                               f"omx team resume --team {summary['team']}"))
+    if unfinished and (summary["interrupted"] or summary.get("restarted") != []):
+        # Stopped with work left (Ctrl-C, or workers gone): the last line says how to go on.
+        left = summary["total"] - c["completed"] - c["failed"]
+        typer.echo(visible(f"{left} task{'' if left == 1 else 's'} unfinished; resume: "
+                           f"omx team resume --team {summary['team']}"), err=as_json)
     raise typer.Exit(0 if c["completed"] == summary["total"] and not summary["interrupted"] else 1)
 
 
@@ -284,6 +320,35 @@ def swarm(
            agents=agents)
 
 
+@app.command("resume")
+def resume(
+    team: str | None = typer.Option(None, "--team", "-t", help="team name (default: the only team)"),
+    workflow: Path | None = typer.Option(None, "--workflow", help="WORKFLOW.md for the workers"),
+    tmux: bool = typer.Option(False, "--tmux", help="run the workers in tmux panes"),
+    restart: bool = typer.Option(False, "--restart", help="restart workers that crash"),
+    as_json: bool = typer.Option(False, "--json", help="print the final summary as JSON"),
+    root: Path | None = RootOpt,
+) -> None:
+    """Restart the workers of an existing team that no live process runs, then watch as `start` does.
+
+    For a team whose leader was stopped (Ctrl-C) or crashed. Workers still running are left alone.
+    Exits 0 when every task completed, 1 otherwise.
+    """
+    import sys
+
+    from omx.team.leader import StartOptions, resume_team
+
+    store = _store(root)
+    name = _pick_team(store, team)
+    opts = StartOptions(goal="", team=name, workflow=workflow, tmux=tmux, restart=restart)
+
+    def line(text: str) -> None:
+        typer.echo(visible(text), err=as_json)
+
+    summary = resume_team(store, name, opts, live=sys.stdout.isatty() and not as_json, on_line=line)
+    _finish(summary, as_json)
+
+
 @app.command("report")
 def report(
     team: str | None = typer.Option(None, "--team", "-t"),
@@ -306,13 +371,20 @@ def report(
     from rich.table import Table
 
     con = Console()
-    tt = Table("id", "status", "owner", "branch", "commit", "tokens", "time", "summary / error",
-               title=cell(f"team {name} — {rep['goal']}"), title_justify="left")
+    # Narrow terminals (80 columns) get no branch column (the branch is omx/<team>/task-<id>, and the
+    # lines below name integrated commits); every column but the summary keeps its words whole.
+    wide = con.width >= 110
+    tt = Table(title=cell(f"team {name} — {rep['goal']}"), title_justify="left")
+    for head in ("id", "status", "owner", *(("branch",) if wide else ()), "commit", "tokens", "time"):
+        tt.add_column(head, no_wrap=True, justify="right" if head == "tokens" else "left")
+    tt.add_column("summary / error", ratio=1, min_width=16, overflow="fold")
     for r in rep["tasks"]:
         secs = f"{r['duration_ms'] / 1000:.1f}s" if isinstance(r["duration_ms"], (int, float)) else "—"
         note = r["summary"] or r["error"] or (f"waits on {r['blocked_by']}" if r["blocked_by"] else "")
-        tt.add_row(cell(r["id"]), cell(r["status"]), cell(r["owner"] or "—"), cell(r["branch"] or "—"),
-                   cell(visible(r["commit"] or "—")[:10]), cell(r["tokens"]), secs, cell(visible(note)[:80]))
+        short = textwrap.shorten(visible(note), 240, placeholder=" …") if note else ""  # whole words only
+        tt.add_row(cell(r["id"]), cell(r["status"]), cell(r["owner"] or "—"),
+                   *((cell(r["branch"] or "—"),) if wide else ()),
+                   cell(visible(r["commit"] or "—")[:10 if wide else 8]), cell(r["tokens"]), secs, cell(short))
     con.print(tt)
     for line in report_lines(rep):
         con.print(visible(line), markup=False, highlight=False)
@@ -358,6 +430,83 @@ def report_lines(rep: dict[str, Any]) -> list[str]:
     elif integ.get("landed"):
         lines.append(f"{integ['branch']} is landed in {rep['base']}")
     return lines
+
+
+@app.command("retry")
+def retry(
+    tasks: list[str] = typer.Argument(..., help="ids of failed tasks (7, task-7)"),
+    team: str | None = typer.Option(None, "--team", "-t"),
+    root: Path | None = RootOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Send failed tasks back to pending, which unblocks their dependents once they complete.
+
+    Attempts and history are kept; the last result and error move to the task's `result.previous`.
+    Refuses (exit 1, changing nothing) when a named task is not failed. A running team picks the
+    tasks up; otherwise run `omx team resume`.
+    """
+    from omx.state import names
+
+    store = _store(root)
+    name = _pick_team(store, team)
+    ids = [names.task_id(t) for t in tasks]
+    for tid in ids:  # all or nothing: check every task before changing any
+        task = store.read_task(name, tid)
+        if task.status != "failed":
+            from omx.errors import InvalidTransition
+
+            raise InvalidTransition(f"task {tid} is {task.status}; only a failed task can be retried", task_id=tid)
+    done = [store.retry_task(name, tid) for tid in ids]
+    if as_json:
+        typer.echo(json.dumps({"team": name, "tasks": [t.to_dict() for t in done]}, indent=2))
+        return
+    for t in done:
+        typer.echo(visible(f"task {t.id}: failed -> pending (attempts so far: {t.attempts})"))
+    typer.echo(visible(f"workers of a running team take them; otherwise: omx team resume --team {name}"))
+
+
+@app.command("cleanup")
+def cleanup(
+    team: str | None = typer.Option(None, "--team", "-t"),
+    force: bool = typer.Option(False, "--force", help="also delete task branches with unmerged commits, and "
+                                                     "worktrees with uncommitted changes"),
+    workflow: Path | None = typer.Option(None, "--workflow", help="WORKFLOW.md (where the worktrees live)"),
+    repo: Path = typer.Option(Path("."), "--repo", help="the repository"),
+    root: Path | None = RootOpt,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Remove the team's worktrees and merged task branches (its state stays: `omx team api cleanup`).
+
+    Task branches merged into the integration branch (or the base) are deleted; one with unmerged
+    commits is listed and kept unless --force. The integration branch is deleted only once it is
+    landed in the base and no task is left to run. Refuses (exit 1) while any of the team's workers
+    runs. The team's state files stay: `omx team api cleanup` is what deletes those.
+    """
+    from omx.team.cleanup import cleanup_team
+    from omx.team.leader import repo_root
+
+    store = _store(root)
+    name = _pick_team(store, team)
+    out = cleanup_team(store, name, repo_root(repo), force=force, workflow=workflow)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    for path in out["worktrees_removed"]:
+        typer.echo(visible(f"removed worktree {path}"))
+    for w in out["worktrees_kept"]:
+        typer.echo(visible(f"kept worktree {w['path']}: {w['reason']}"))
+    for b in out["branches_deleted"]:
+        why = f"merged into {b['merged_into']}" if b["merged_into"] else "unmerged, --force"
+        typer.echo(visible(f"deleted branch {b['branch']} ({why})"))
+    for b in out["branches_kept"]:
+        n = b["commits"]
+        count = "" if n is None else f"{n} commit{'' if n == 1 else 's'}: "
+        typer.echo(visible(f"kept branch {b['branch']}: {count}{b['reason']}"))
+    integ = out["integration"]
+    typer.echo(visible(f"{'deleted' if integ['deleted'] else 'kept'} integration branch {integ['branch']}: "
+                       f"{integ['reason']}" if integ["reason"] != "does not exist"
+                       else f"integration branch {integ['branch']}: does not exist"))
+    typer.echo(visible(f"team state kept under {out['state']} (`omx team api cleanup` deletes it)"))
 
 
 @app.command("land")

@@ -68,11 +68,21 @@ def init(
     file: Path | None = _FILE_ARG,
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
     repo: Path | None = _REPO_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (the path written)."),
 ) -> None:
     """Write a commented WORKFLOW.md with every setting at its default."""
     from omx.engine.workflow import WORKFLOW_FILE, init_workflow
+    from omx.errors import OmxError
 
-    path = init_workflow(file or _repo_root(repo) / WORKFLOW_FILE, force=force)
+    try:
+        path = init_workflow(file or _repo_root(repo) / WORKFLOW_FILE, force=force)
+    except OmxError as exc:
+        if as_json:
+            typer.echo(json.dumps(_envelope("init", error=exc.to_dict()), ensure_ascii=False))
+        raise
+    if as_json:
+        typer.echo(json.dumps(_envelope("init", data={"path": str(path)}), ensure_ascii=False, indent=2))
+        return
     typer.echo(f"wrote {path}\nnext: edit it, then run `omx workflow check`")
 
 

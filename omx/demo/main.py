@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 GOAL = "Build a tiny calculator package: tokenizer, evaluator, a command line, and its documentation"
 
@@ -62,28 +63,48 @@ def make_sample_repo(base: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="omx demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--workers", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=3, help="how many workers (default 3)")
     ap.add_argument("--keep", action="store_true", help="keep the sample repo, its worktrees and state")
     ap.add_argument("--offline", action="store_true", help="use the offline demo model even with an account")
+    ap.add_argument("--json", action="store_true", help="a final JSON summary on stdout; progress goes to stderr")
     a = ap.parse_args(argv)
+    if not a.json:
+        return _demo(a)
+    import contextlib
+    import json
+
+    result: dict[str, Any] = {}
+    with contextlib.redirect_stdout(sys.stderr):
+        code = _demo(a, result)
+    print(json.dumps({"ok": code == 0, **result}, indent=2))
+    return code
+
+
+def _demo(a: argparse.Namespace, result: dict[str, Any] | None = None) -> int:
+    """The demo; ``result`` (for --json) receives what it did."""
 
     codex = find_codex()
     if codex is None:
-        print("omx demo: the Codex binary was not found (run ./scripts/setup, or put codex on PATH)", file=sys.stderr)
+        from omx.engine.early import INSTALL_CODEX
+
+        print(f"omx demo: the Codex binary was not found on PATH; install it: {INSTALL_CODEX} "
+              "(in a source checkout, ./scripts/setup does)", file=sys.stderr)
         return 2
     base = Path(tempfile.mkdtemp(prefix="omx-demo-"))
     os.environ["PATH"] = f"{Path(codex).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     os.environ["OMX_HOME"] = str(base / "omx-home")  # machine slots etc. stay inside the demo folder
     try:
-        return _run(a, base, offline=a.offline or not model_account_configured())
+        return _run(a, base, offline=a.offline or not model_account_configured(), result=result)
     finally:
+        if result is not None:
+            result["kept"] = str(base) if a.keep else None
         if a.keep:
             print(f"\nkept: {base}")
         else:
             shutil.rmtree(base, ignore_errors=True)
 
 
-def _run(a: argparse.Namespace, base: Path, *, offline: bool) -> int:
+def _run(a: argparse.Namespace, base: Path, *, offline: bool, result: dict[str, Any] | None = None) -> int:
     from contextlib import ExitStack
 
     from omx.demo.model import DemoModel, write_codex_home
@@ -106,7 +127,7 @@ def _run(a: argparse.Namespace, base: Path, *, offline: bool) -> int:
         opts = StartOptions(goal=GOAL, workers=a.workers, team="calc", planner="auto", repo=repo, lease_ms=60_000)
         summary = run_team(store, opts, live=False, on_line=print)
         rep = team_report(store, summary["team"], repo)
-    from omx.terminal import visible
+    from omx.terminal import plural, visible
 
     print(f"\n{'task':<5} {'status':<10} {'branch':<20} {'commit':<10} summary")
     for t in rep["tasks"]:
@@ -127,8 +148,17 @@ def _run(a: argparse.Namespace, base: Path, *, offline: bool) -> int:
 
         landed = land_team(store, summary["team"], repo)
         print(f"{landed['mode']}: {landed['into']} is now at {landed['commit'][:10]}")
-    print(f"\n{c['completed']}/{summary['total']} tasks completed by {a.workers} workers "
+    else:
+        landed = None
+    print(f"\n{c['completed']}/{summary['total']} tasks completed by {plural(a.workers, 'worker')} "
           f"(planned by the {summary['planned_by']}) · model: {'offline demo' if offline else 'yours'}")
+    if result is not None:
+        result.update({"team": summary["team"], "model": "offline demo" if offline else "yours",
+                       "workers": a.workers, "planned_by": summary["planned_by"], "total": summary["total"],
+                       "counts": c, "interrupted": summary["interrupted"],
+                       "tasks": [{k: t.get(k) for k in ("id", "status", "branch", "commit", "summary", "error")}
+                                 for t in rep["tasks"]],
+                       "integration": integ, "landed": landed})
     return 0 if ok else 1
 
 

@@ -28,6 +28,7 @@ from omx.engine.integration import (
 from omx.engine.settings import IntegrationSettings, Settings
 from omx.engine.workspaces import Workspace, _rev
 from omx.errors import OmxError
+from omx.terminal import plural
 
 #: The verification output an agent is shown (its tail), in characters.
 FEEDBACK_OUTPUT_MAX = 4000
@@ -94,7 +95,7 @@ def integrate_attempt(
             else f"{code}: {cfg.verify!r} failed on the merged tree")
     if failures >= cfg.max_attempts:
         result["error_code"] = code
-        return Verdict("failed", f"{what} (after {failures} attempts; the work is kept on {ws.branch})")
+        return Verdict("failed", f"{what} (after {plural(failures, 'attempt')}; the work is kept on {ws.branch})")
     return Verdict("released", what, note=info, progress=f"{what}; sent back for attempt {failures + 1}")
 
 

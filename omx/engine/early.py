@@ -77,6 +77,12 @@ def _executable(path: str) -> bool:
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
+#: The Codex CLI version omx is tested with (scripts/setup installs it; keep the two in step).
+PINNED_CODEX = "0.169.0"
+#: How to install it, for every "codex not found" message (a wheel user has no scripts/setup).
+INSTALL_CODEX = f"npm install -g @openai/codex@{PINNED_CODEX}"
+
+
 def find_codex(env: Mapping[str, str]) -> str | None:
     """The ``codex`` executable on the ``PATH`` of ``env`` (the agent's env, not ours), or ``None``."""
     return which("codex", env.get("PATH"))

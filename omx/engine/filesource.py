@@ -11,10 +11,11 @@ from typing import Any
 
 from omx.clock import parse_iso
 from omx.engine.source import Activity, Claimed, LeaseLost
-from omx.errors import InvalidToken, LeaseExpired, OmxError
+from omx.errors import InvalidToken, LeaseExpired, OmxError, WorkerRunning
 from omx.state import names
 from omx.state.claims import ClaimResult
 from omx.state.filestore import FileStore
+from omx.state.locks import locked
 
 log = logging.getLogger("omx.worker")
 
@@ -58,14 +59,25 @@ class FileTeamSource:
         self.lease_ms = cfg.lease_ms
         self.started_at = store.now()[1]
         self._seen_request: str | None = None
+        self._registered = False  # start() took the identity: only then may stop() write the last records
 
     def start(self) -> None:
         s, t, w = self.store, self.team, self.worker
-        ident = s.read_identity(t, w)
-        s.write_identity(t, w, index=ident.index if ident else 0, role=ident.role if ident else None,
-                         pid=os.getpid(), host=socket.gethostname(),
-                         worktree=ident.worktree if ident else None)
-        s.update_heartbeat(t, w, pid=os.getpid(), turn_count=0, alive=True)
+        # One live process per identity: checked and registered under the worker's own lock, so that
+        # of two started at once the second sees the first. A refused one writes nothing (see stop).
+        with locked(s.paths(t).locks / f"worker-{w}.lock"):
+            running = s.live_worker(t, w, lease_ms=self.lease_ms)
+            if running is not None:
+                where = "" if running["host"] == s.host else f" on {running['host']}"
+                raise WorkerRunning(f"worker {w} of team {t} is already running (pid {running['pid']}{where}); "
+                                    "stop it first, or start a worker with another name", team=t, worker=w,
+                                    pid=running["pid"], host=running["host"])
+            ident = s.read_identity(t, w)
+            s.write_identity(t, w, index=ident.index if ident else 0, role=ident.role if ident else None,
+                             pid=os.getpid(), host=socket.gethostname(),
+                             worktree=ident.worktree if ident else None)
+            s.update_heartbeat(t, w, pid=os.getpid(), turn_count=0, alive=True)
+            self._registered = True
         s.send_message(t, w, names.LEADER, f"ACK: {w} initialized (pid {os.getpid()})")
         s.write_status(t, w, "idle")
         # An old request from a previous run of this worker must not stop this one at once: one that
@@ -174,6 +186,8 @@ class FileTeamSource:
 
     def stop(self, reason: str) -> None:
         s, t, w = self.store, self.team, self.worker
+        if not self._registered:
+            return  # refused at start: the identity, status and heartbeat are another process's
         if self.shutdown_requested() is not None:
             s.write_shutdown_ack(t, w, "accept", reason)
         s.update_heartbeat(t, w, pid=os.getpid(), alive=False)

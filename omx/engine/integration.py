@@ -55,6 +55,7 @@ from omx.engine.workspaces import (
 )
 from omx.errors import Refused
 from omx.state.locks import locked
+from omx.terminal import plural
 
 #: Seconds to wait for another worker's merge (a ``verify`` run is inside it: this is generous).
 INTEGRATION_LOCK_S = 3600.0
@@ -489,10 +490,11 @@ def diagnose(target: IntegrationTarget, settings: WorktreeSettings, *, fix: bool
             if fix and newest is not None:
                 _git(repo, "update-ref", "-m", "omx doctor: integration branch restored", target.ref, newest, _ZERO)
                 out.append(Finding(True, f"{target.branch} was missing; restored at {newest[:10]}, the newest of "
-                                   f"{len(markers)} integrated tasks", "info"))
+                                   f"{plural(len(markers), 'integrated task')}", "info"))
             else:
-                out.append(Finding(False, f"{target.branch} is missing although {len(markers)} tasks were "
-                                   "integrated into it" + (" — omx doctor --fix restores it" if newest else ""),
+                out.append(Finding(False, f"{target.branch} is missing although {plural(len(markers), 'task')} "
+                                   f"{'was' if len(markers) == 1 else 'were'} integrated into it"
+                                   + (" — omx doctor --fix restores it" if newest else ""),
                                    "error"))
         elif tip is not None:
             lost = [m.rsplit("/", 1)[-1] for m, sha in markers.items() if not is_ancestor(repo, sha, tip)]
@@ -500,8 +502,9 @@ def diagnose(target: IntegrationTarget, settings: WorktreeSettings, *, fix: bool
                 out.append(Finding(False, f"{target.branch} (at {tip[:10]}) no longer holds the merges of "
                                    f"{', '.join(sorted(lost))}: was it reset by hand?", "warning"))
             else:
-                out.append(Finding(True, f"{target.branch} at {tip[:10]} holds all {len(markers)} integrated "
-                                   "tasks", "info"))
+                out.append(Finding(True, f"{target.branch} at {tip[:10]} holds "
+                                   f"{'the' if len(markers) == 1 else 'all'} {plural(len(markers), 'integrated task')}",
+                                   "info"))
         out += _diagnose_verify_tree(target, settings, fix=fix)
     return out
 

@@ -47,6 +47,7 @@ def check_runtime(settings: RuntimeSettings, env: dict[str, str] | None = None) 
     Raises:
         InvalidInput: the program is missing, or ``runtime.command`` is required and not set.
     """
+    from omx.engine.early import INSTALL_CODEX
     from omx.engine.runtimes.codex_common import find_codex
 
     env = agent_env() if env is None else env
@@ -56,7 +57,8 @@ def check_runtime(settings: RuntimeSettings, env: dict[str, str] | None = None) 
             raise InvalidInput("runtime.command is required when runtime.kind is 'command'", kind=settings.kind)
         if find_codex(env) is None:
             raise InvalidInput(f"runtime {settings.kind}: codex is not on the agent's PATH "
-                               f"({env.get('PATH', '')!r}); install it or set runtime.command", kind=settings.kind)
+                               f"({env.get('PATH', '')!r}); install it ({INSTALL_CODEX}) or set runtime.command",
+                               kind=settings.kind)
         return
     program = argv[0]
     if "/" not in program:

@@ -20,6 +20,7 @@ from omx.engine.patience import Backoff, describe, is_weather
 from omx.engine.runner import Outcome, Runner
 from omx.engine.source import WorkSource
 from omx.errors import LockTimeout
+from omx.terminal import plural
 
 log = logging.getLogger("omx.worker")
 
@@ -160,7 +161,7 @@ class Worker:
                 log.info("mail: %s", line[:500])
         if self.opts.max_tasks is not None and self._started >= self.opts.max_tasks:
             if not self._active:
-                self.stop_reason = f"ran {self._started} tasks (--max-tasks)"
+                self.stop_reason = f"ran {plural(self._started, 'task')} (--max-tasks)"
                 return
             self._wait_any()
             return

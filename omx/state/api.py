@@ -104,7 +104,8 @@ def _read_config(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str
 
 
 @op("cleanup", (F("force", "bool", default=False),),
-    "Delete the team's state (refused while tasks are in progress, unless force).")
+    "Delete the team's state (refused while tasks are in progress, unless force); `omx team cleanup` "
+    "removes its worktrees and branches.")
 def _cleanup(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str, Any]:
     return s.cleanup(a["team_name"], force=bool(a["force"]))
 
@@ -165,6 +166,13 @@ def _update_task(s: FileStore, a: dict[str, Any], extra: dict[str, Any]) -> dict
     "Pre-assign a pending task to a worker, or to nobody (null).", ours=True)
 def _assign_task(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str, Any]:
     return {"task": s.task_view(a["team_name"], s.assign_task(a["team_name"], a["task_id"], a["owner"]))}
+
+
+@op("retry-task", (TASK,),
+    "Send a failed task back to pending (attempts kept; its last result and error under result.previous); "
+    "refused unless the task is failed.", ours=True)
+def _retry_task(s: FileStore, a: dict[str, Any], _: dict[str, Any]) -> dict[str, Any]:
+    return {"task": s.task_view(a["team_name"], s.retry_task(a["team_name"], a["task_id"]))}
 
 
 # --- claims -------------------------------------------------------------------------------------

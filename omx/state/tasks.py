@@ -250,6 +250,35 @@ class TaskOps(StoreBase):
             self._emit(p, "task_assigned", task_id=tid, worker=owner)
         return new
 
+    def retry_task(self, team: str, task_id: str | int) -> Task:
+        """Send a failed task back to ``pending``, claimable by anyone, so that its dependents can run.
+
+        Its attempts and history stay; its last ``result`` and ``error`` move to ``result.previous``
+        (and into the ``task_retried`` event). A task that is not failed is refused.
+
+        Example::
+
+            store.retry_task("alpha", "4")   # failed -> pending; task 5 (after 4) waits on it again
+        """
+        from omx.errors import InvalidTransition
+
+        p = self.paths(team)
+        tid = names.task_id(task_id)
+        with locked(p.task_lock(tid)):
+            old = self._load_task(p, tid)
+            if old.status != "failed":
+                raise InvalidTransition(f"task {tid} is {old.status}; only a failed task can be retried",
+                                        task_id=tid, status=old.status)
+            _, at = self.now()
+            previous = {"result": old.result, "error": old.error, "completed_at": old.completed_at,
+                        "owner": old.owner}
+            new = old.replace(status="pending", claim=None, owner=None, result={"previous": previous}, error=None,
+                              completed_at=None, version=old.version + 1, updated_at=at)
+            self._commit(p, old, new)  # pending again: its ready (or waiting) marker is made here
+            self._emit(p, "task_retried", task_id=tid, worker=old.owner, reason=old.error,
+                       data={"attempts": old.attempts})
+        return new
+
     def _check_deps(self, p: TeamPaths, tid: str, deps: list[str]) -> None:
         if tid in deps:
             raise DependencyError(f"task {tid} cannot depend on itself", task_id=tid)

@@ -96,6 +96,40 @@ class WorkerOps(MailboxOps):
     def read_heartbeat(self, team: str, worker: str) -> Heartbeat | None:
         return _read_model(self._wpath(team, worker, "heartbeat.json")[1], Heartbeat)
 
+    def live_worker(self, team: str, worker: str, *, lease_ms: int | None = None) -> dict[str, Any] | None:
+        """Who runs ``worker`` now, or ``None`` when no live process does (so it may be started).
+
+        Live: its identity or heartbeat names a pid on this host that is alive and is an ``omx team
+        worker`` (not this process), or, from another host, a heartbeat saying alive within 3 leases.
+        A process whose last heartbeat says it left (``alive: false``) is on its way out: not live.
+        Returns ``{"pid", "host", "heartbeat_age_ms"}``.
+        """
+        from omx.clock import parse_iso
+        from omx.pids import is_omx_worker
+
+        ident = self.read_identity(team, worker)
+        hb = self.read_heartbeat(team, worker)
+        now_ms = self.clock.now_ms()
+        try:
+            age = now_ms - parse_iso(hb.last_beat_at) if hb and hb.last_beat_at else None
+        except ValueError:
+            age = None
+        host = ident.host if ident and ident.host else self.host
+        if host == self.host:
+            for pid in dict.fromkeys([hb.pid if hb else None, ident.pid if ident else None]):
+                if not pid or pid == os.getpid():
+                    continue
+                if hb is not None and hb.pid == pid and not hb.alive:
+                    continue
+                if is_omx_worker(pid, team, worker):
+                    return {"pid": pid, "host": host, "heartbeat_age_ms": age}
+            return None
+        if lease_ms is None:
+            lease_ms = self.read_config(team).lease_ms
+        if hb is not None and hb.alive and age is not None and age <= 3 * lease_ms:
+            return {"pid": hb.pid, "host": host, "heartbeat_age_ms": age}
+        return None
+
     def write_shutdown_request(self, team: str, worker: str, requested_by: str, reason: str | None = None
                                ) -> ShutdownRequest:
         p, path = self._wpath(team, worker, "shutdown-request.json")

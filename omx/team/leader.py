@@ -24,7 +24,7 @@ from omx.errors import InvalidInput, OmxError, TeamExists
 from omx.state import modes, names
 from omx.state.filestore import FileStore
 from omx.team.plan import PlannedTask
-from omx.terminal import visible
+from omx.terminal import plural, visible
 
 
 @dataclass
@@ -43,6 +43,7 @@ class StartOptions:
     agents: str = "omx"  # omx: omx's worker loop | codex: Codex sessions following $worker
     repo: Path = field(default_factory=Path.cwd)
     shutdown_wait_s: float = 30.0
+    created_team: str | None = None  # set once run_team has written the team: what `resume` would take
 
 
 @dataclass
@@ -126,6 +127,17 @@ def current_branch(repo: Path) -> str | None:
     return out.stdout.strip() or None
 
 
+def refuse_existing(store: FileStore, opts: StartOptions) -> None:
+    """An explicit ``--team`` that exists already: say so, and point to ``omx team resume``."""
+    if opts.team and names.team_name(opts.team) in store.list_teams():
+        raise _exists(store, names.team_name(opts.team))
+
+
+def _exists(store: FileStore, team: str) -> TeamExists:
+    return TeamExists(f"team {team} exists already under {store.root}: resume it with "
+                      f"`omx team resume --team {team}`, or pick another --team", team=team)
+
+
 def create_team(store: FileStore, opts: StartOptions, tasks: list[PlannedTask],
                 integration: Callable[[str], dict[str, Any] | None] | None = None) -> str:
     """Write the team, its tasks (pre-assigned round-robin unless swarm), identities and inboxes.
@@ -143,7 +155,7 @@ def create_team(store: FileStore, opts: StartOptions, tasks: list[PlannedTask],
             break
         except TeamExists:
             if opts.team:
-                raise
+                raise _exists(store, team) from None
             team = f"{base[:26]}-{n}"
     ids: dict[int, str] = {}
     for pos, t in enumerate(tasks, start=1):
@@ -232,9 +244,10 @@ class Leader:
         old = self.procs.get(name)
         self.procs[name] = WorkerProc(name, proc, log, restarts=old.restarts + 1 if old else 0, log_offset=start)
 
-    def start(self) -> None:
-        for i in range(1, self.opts.workers + 1):
-            self.start_worker(f"worker-{i}")
+    def start(self, only: list[str] | None = None) -> None:
+        """Start worker-1..worker-N, or only the workers named in ``only`` (a resume)."""
+        for name in only if only is not None else [f"worker-{i}" for i in range(1, self.opts.workers + 1)]:
+            self.start_worker(name)
 
     def worker_warnings(self) -> list[tuple[str, str]]:
         """New lines in the workers' logs that say they are waiting out a full disk or an I/O error."""
@@ -359,14 +372,30 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
         on_line(visible(text, keep_newlines=True))
 
     opts.repo = repo_root(opts.repo)
+    refuse_existing(store, opts)  # before planning, which can take minutes
     check_before_start(opts, line)
     integration = integration_plan(opts)
     tasks, planned_by = plan_tasks(opts, lambda m: line(f"warning: {m}"), line)
     team = create_team(store, opts, tasks, integration)
-    line(f"team {team}: {len(tasks)} tasks ({planned_by}), {opts.workers} workers"
+    line(f"team {team}: {plural(len(tasks), 'task')} ({planned_by}), {plural(opts.workers, 'worker')}"
          f"{' in tmux session omx-' + team if opts.tmux else ''}; state under {store.paths(team).dir}")
+    opts.created_team = team
     line(start_integration(store, team, opts.repo))
     leader = Leader(store, team, opts, line)
+    summary = watch(store, leader, live=live, line=line, start=leader.start)
+    summary["planned_by"] = planned_by
+    return summary
+
+
+def watch(store: FileStore, leader: Leader, *, live: bool, line: Callable[[str], None],
+          start: Callable[[], None], since: int = 0) -> dict[str, Any]:
+    """Start workers with ``start``, monitor until every task is terminal (or Ctrl-C / SIGTERM), then stop them.
+
+    The part ``omx team start`` and ``omx team resume`` share. Returns the final summary plus ``team``,
+    ``laggards`` (workers that did not ACK), ``interrupted`` and ``integration``. ``since``: the event
+    cursor to show progress from (a resume does not replay the earlier run's lines).
+    """
+    team = leader.team
     stop: list[str] = []
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -374,9 +403,11 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     view = Progress(store, team, live=live, on_line=line)
-    weather = DiskWatch(on_line)  # escapes what it says itself
+    weather = DiskWatch(line)
+    view.cursor = since
+    watched = False
     try:
-        leader.start()
+        start()
         while True:
             try:
                 summary = leader.tick()
@@ -401,16 +432,68 @@ def run_team(store: FileStore, opts: StartOptions, *, live: bool, on_line: Calla
             if stop or leader.finished(summary):
                 break
             store.await_event(team, cursor=view.cursor, timeout_ms=500)
+        watched = True
     finally:
-        view.close()
-        laggards = leader.shutdown("interrupted by the user" if stop else "all tasks are done")
-        for sig, h in old.items():
-            signal.signal(sig, h)
+        try:
+            laggards = leader.shutdown("interrupted by the user" if stop else "all tasks are done")
+            for sig, h in old.items():
+                signal.signal(sig, h)
+            if watched:
+                # A task's event is appended just after its file is written: the summary that ended the
+                # loop can be a moment ahead of the log. With the workers gone, the log is complete.
+                view.update(store.summary(team))
+        finally:
+            view.close()
     summary = store.summary(team)
-    summary.update({"team": team, "planned_by": planned_by, "laggards": laggards,
-                    "interrupted": bool(stop), "integration": integration_state(store, team, opts.repo)})
+    summary.update({"team": team, "laggards": laggards, "interrupted": bool(stop),
+                    "integration": integration_state(store, team, leader.opts.repo)})
     for n in laggards:
-        line(f"{n} did not acknowledge the shutdown within {opts.shutdown_wait_s:g}s and was stopped")
+        line(f"{n} did not acknowledge the shutdown within {leader.opts.shutdown_wait_s:g}s and was stopped")
+    return summary
+
+
+def resume_team(store: FileStore, team: str, opts: StartOptions, *, live: bool,
+                on_line: Callable[[str], None]) -> dict[str, Any]:
+    """``omx team resume``: start the team's workers that no live process runs, then monitor as ``start`` does.
+
+    A worker counts as running when :meth:`~omx.state.workers.WorkerOps.live_worker` finds its process
+    (an ``omx team worker`` on this host, or a fresh heartbeat from another). Returns the summary as
+    :func:`run_team` does, plus ``restarted`` (the workers started) and ``running`` (those left alone).
+    """
+    def line(text: str) -> None:
+        on_line(visible(text))
+
+    opts.repo = repo_root(opts.repo)
+    cfg = store.read_config(team)
+    workers = cfg.worker_names()
+    opts.team, opts.workers, opts.lease_ms = team, len(workers), cfg.lease_ms
+    running = {w: r for w in workers if (r := store.live_worker(team, w, lease_ms=cfg.lease_ms)) is not None}
+    missing = [w for w in workers if w not in running]
+    before = store.summary(team)
+    extra = {"restarted": missing, "running": sorted(running)}
+    c = before["counts"]
+    if c["pending"] + c["in_progress"] == 0:
+        line(f"team {team}: no task left to run ({c['completed']} completed, {c['failed']} failed, "
+             f"{c['blocked']} blocked): nothing to resume"
+             + ("; send failed tasks back with `omx team retry <id>`" if c["failed"] else ""))
+        return {**before, "team": team, "laggards": [], "interrupted": False,
+                "integration": integration_state(store, team, opts.repo), **extra, "restarted": []}
+    if not missing:
+        line(f"team {team}: every worker is running already ("
+             + ", ".join(f"{w} pid {r['pid']}" for w, r in sorted(running.items()))
+             + "); nothing to restart — watch it with `omx team status --watch`")
+        return {**before, "team": team, "laggards": [], "interrupted": False,
+                "integration": integration_state(store, team, opts.repo), **extra}
+    line(f"team {team}: {c['pending'] + c['in_progress']} of {plural(before['total'], 'task')} unfinished; restarting "
+         f"{', '.join(missing)}" + (f" ({', '.join(sorted(running))} running already)" if running else ""))
+    line(start_integration(store, team, opts.repo))
+    leader = Leader(store, team, opts, line)
+    try:  # the log's end: a byte offset at a line's end (events are appended whole, one write a line)
+        since = store.paths(team).events.stat().st_size
+    except FileNotFoundError:
+        since = 0
+    summary = watch(store, leader, live=live, line=line, start=lambda: leader.start(missing), since=since)
+    summary.update(extra)
     return summary
 
 

@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from omx.doctor import PINNED_CODEX
+from omx.engine.early import PINNED_CODEX
 from omx.errors import InvalidInput
 
 CODEX_INSTALL = f"npm install -g @openai/codex@{PINNED_CODEX}"

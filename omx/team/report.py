@@ -11,6 +11,7 @@ from typing import Any
 from omx.errors import InvalidInput, NotEmpty, Refused
 from omx.state import names
 from omx.state.filestore import FileStore
+from omx.terminal import plural
 
 
 def merge_check(repo: Path, base: str, branch: str) -> dict[str, Any]:
@@ -148,17 +149,20 @@ def shutdown_team(store: FileStore, team: str, *, force: bool = False, confirm_i
     c = summary["counts"]
     unfinished = c["pending"] + c["in_progress"] + c["blocked"]
     if unfinished and not force:
-        raise NotEmpty(f"{unfinished} tasks are not finished (pending {c['pending']}, in progress "
+        verb = "is" if unfinished == 1 else "are"
+        raise NotEmpty(f"{plural(unfinished, 'task')} {verb} not finished (pending {c['pending']}, in progress "
                        f"{c['in_progress']}, blocked {c['blocked']}); pass --force to stop anyway")
     if c["failed"] and not confirm_issues:
-        raise Refused(f"{c['failed']} tasks failed; read `omx team report` and pass --confirm-issues to end the team")
+        raise Refused(f"{plural(c['failed'], 'task')} failed; read `omx team report` and pass --confirm-issues "
+                      "to end the team")
     from omx.clock import iso
 
     asked_at = iso(store.clock.now_ms() - 1)
     workers = [w["name"] for w in summary["workers"]]
     for w in workers:
         store.write_shutdown_request(team, w, names.LEADER, "team shutdown")
-    deadline = time.monotonic() + wait_s
+    began = time.monotonic()
+    deadline = began + wait_s
     acked: dict[str, str] = {}
     while time.monotonic() < deadline and len(acked) < len(workers):
         for w in workers:
@@ -177,4 +181,6 @@ def shutdown_team(store: FileStore, team: str, *, force: bool = False, confirm_i
         hb = store.read_heartbeat(team, w)
         silent.append({"worker": w, "last_heartbeat": hb.last_beat_at if hb else None,
                        "state": store.read_status(team, w).state})
-    return {"team": team, "acknowledged": acked, "no_answer": silent, "waited_s": wait_s}
+    # waited_s: how long it actually waited (every ACK in: less than the allowed wait_s).
+    return {"team": team, "acknowledged": acked, "no_answer": silent, "waited_s": round(time.monotonic() - began, 3),
+            "wait_s": wait_s}

@@ -257,8 +257,11 @@ def test_omx_doctor_finds_no_errors_only_the_stale_claim_and_workers() -> None:
     checks = {c["name"]: c for c in report["checks"]}
     assert proc.returncode == 0 and report["ok"] is True, proc.stdout
     assert not [c for c in report["checks"] if c["level"] == "error" and not c["ok"]]
+    # A level agrees with ok: "ok" for every passing check, a severity for every failing one.
+    assert all((c["level"] == "ok") == c["ok"] for c in report["checks"]), report["checks"]
+    assert report["ok"] is not any(c["level"] == "error" for c in report["checks"])
     assert checks[f"team {EXAMPLE_TEAM}: files"] == {"name": f"team {EXAMPLE_TEAM}: files", "ok": True,
-                                                     "level": "error", "detail": "all valid"}
+                                                     "level": "ok", "detail": "all valid"}
     claims = checks[f"team {EXAMPLE_TEAM}: claims"]
     assert (claims["ok"], claims["level"]) == (False, "warning")
     assert claims["detail"].startswith("expired or orphaned claims on tasks 2 ")

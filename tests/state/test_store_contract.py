@@ -186,6 +186,31 @@ class TestClaims:
         assert summary["counts"]["blocked"] == 1 and summary["counts"]["failed"] == 1
         assert s.claim_next(T, "worker-2") is None
 
+    def test_retry_sends_a_failed_task_back_and_keeps_its_history(self, s: FileStore) -> None:
+        a = s.create_task(T, "a", owner="worker-1")
+        b = s.create_task(T, "b", depends_on=[a.id])
+        r = s.claim_task(T, a.id, "worker-1")
+        s.transition_task(T, a.id, "worker-1", r.token, "failed", result={"summary": "half"}, error="boom")
+        for tid in (b.id, "99"):
+            with pytest.raises((errors.InvalidTransition, errors.TaskNotFound)):
+                s.retry_task(T, tid)  # pending, and missing: refused
+        again = s.retry_task(T, a.id)
+        assert (again.status, again.owner, again.claim, again.error, again.attempts) == ("pending", None, None, None, 1)
+        assert again.result == {"previous": {"result": {"summary": "half"}, "error": "boom",
+                                             "completed_at": s.read_task(T, a.id).result["previous"]["completed_at"],
+                                             "owner": "worker-1"}}
+        assert s.index_drift(T) == {"missing": [], "extra": []}  # its ready marker is back
+        assert s.summary(T)["blocked"][0]["reason"] == "task 1 is pending"
+        ev = s.read_events(T, types=["task_retried"]).events
+        assert [(e.task_id, e.reason) for e in ev] == [(a.id, "boom")]
+        with pytest.raises(errors.InvalidTransition):
+            s.retry_task(T, a.id)  # pending now
+        ra = s.claim_next(T, "worker-2")  # anyone may take it
+        assert ra is not None and ra.task.id == a.id and ra.task.attempts == 2
+        s.transition_task(T, a.id, "worker-2", ra.token, "completed")
+        rb = s.claim_next(T, "worker-2")  # and its dependent runs
+        assert rb is not None and rb.task.id == b.id
+
     def test_transition_rules(self, s: FileStore) -> None:
         t = s.create_task(T, "x")
         r = s.claim_task(T, t.id, "worker-1")

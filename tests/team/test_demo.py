@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,10 +23,15 @@ def test_omx_demo_offline(tmp_path: Path) -> None:
     env["PATH"] = f"{codex.parent}{os.pathsep}{env['PATH']}"
     env["CODEX_HOME"] = str(tmp_path / "no-account")  # no auth.json: the offline demo model is used
     env["TMPDIR"] = str(tmp_path)
-    r = subprocess.run([OMX, "demo", "--workers", "3"], capture_output=True, text=True, timeout=300, env=env,
+    # --json: the story goes to stderr, and stdout holds one JSON summary.
+    r = subprocess.run([OMX, "demo", "--workers", "3", "--json"], capture_output=True, text=True, timeout=300, env=env,
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stdout + r.stderr
-    out = r.stdout
+    doc = json.loads(r.stdout)
+    assert doc["ok"] is True and doc["model"] == "offline demo" and doc["counts"]["completed"] == doc["total"] == 4
+    assert doc["landed"]["mode"] == "fast-forward" and doc["landed"]["into"] == "main"
+    assert [t["status"] for t in doc["tasks"]] == ["completed"] * 4 and doc["kept"] is None
+    out = r.stderr
     assert "OFFLINE DEMO MODEL (scripted answers on 127.0.0.1, not an AI)" in out
     assert "(codex planner)" in out
     assert "4/4 tasks completed by 3 workers" in out

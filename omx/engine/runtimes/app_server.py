@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from omx.engine.early import INIT_ID, app_server_argv, handshake
+from omx.engine.early import INIT_ID, INSTALL_CODEX, app_server_argv, handshake
 from omx.engine.runtimes.base import (
     DEFAULT_KILL_GRACE_S,
     EventSink,
@@ -91,7 +91,7 @@ def server_argv(settings: RuntimeSettings, env: Mapping[str, str]) -> list[str] 
 #: Seconds an unused pooled server is kept.
 DEFAULT_IDLE_TIMEOUT_S = 300.0
 
-_NO_CODEX = "codex not found on the agent's PATH; install it or set runtime.command"
+_NO_CODEX = f"codex not found on the agent's PATH; install it ({INSTALL_CODEX}) or set runtime.command"
 
 
 class _Server:

@@ -73,7 +73,9 @@ class ExecRuntime:
         if not prefix:
             codex = find_codex(req.env)
             if codex is None:
-                missing = "codex not found on the agent's PATH; install it or set runtime.command"
+                from omx.engine.early import INSTALL_CODEX
+
+                missing = f"codex not found on the agent's PATH; install it ({INSTALL_CODEX}) or set runtime.command"
                 return RunResult("failed", None, missing, empty_tokens(), watch.elapsed_ms())
             prefix = [codex, "exec"]
         try:

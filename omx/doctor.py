@@ -158,8 +158,7 @@ def check_state(root: Path, report: Report, *, fix: bool = False) -> None:
             report.add(f"team {team}: index", True, "consistent with the task files")
         report.add(f"team {team}: locks", True, "kernel locks (flock) die with their holder: none can be stale",
                    level="info")
-        quiet = not any(store.live_worker(team, w) for w in store.read_config(team).worker_names())
-        _check_temps(p.dir, team, report, fix=fix, quiet=quiet)
+        _check_temps(p.dir, team, report, fix=fix)
         check_integration(root, store, team, report, fix=fix)
         if fix:
             counts = store.rebuild_index(team)
@@ -218,17 +217,26 @@ def _toplevel(path: Path) -> Path | None:
 STALE_TEMP_S = 60.0  # a temp file is written and renamed within milliseconds: one this old was left by a crash
 
 
-def _check_temps(team_dir: Path, team: str, report: Report, *, fix: bool, quiet: bool = False) -> None:
-    """Temp files a crash left mid-write. One older than :data:`STALE_TEMP_S` is stale; while none of the
-    team's workers runs (``quiet``), one older than a second is (a live write renames its temp file
-    within milliseconds)."""
+def _check_temps(team_dir: Path, team: str, report: Report, *, fix: bool) -> None:
+    """Temp files a crash left mid-write. One whose writer (named in it: host and pid) is a process of
+    this host that is gone is stale at once; any other, once older than :data:`STALE_TEMP_S` (a live
+    write renames its temp file within milliseconds)."""
+    import re
     import time
 
+    from omx.pids import pid_alive
+    from omx.state.atomic import writer_tag
+
+    here = writer_tag().split("-", 1)[0]
     now = time.time()
-    limit = 1.0 if quiet else STALE_TEMP_S
+    limit = STALE_TEMP_S
     stale: list[Path] = []
     young: list[Path] = []
     for x in sorted(team_dir.rglob(".*.tmp")):
+        m = re.search(r"\.([0-9a-f]{8})-(\d+)\.tmp$", x.name)
+        if m and m.group(1) == here and not pid_alive(int(m.group(2))):
+            stale.append(x)  # its writer died mid-write
+            continue
         try:
             (stale if now - x.lstat().st_mtime > limit else young).append(x)
         except FileNotFoundError:

@@ -36,7 +36,7 @@ def write_bytes(
     when unsuitable.
     """
     folder, sep, name = os.fspath(path).rpartition("/")  # os.path.split + join, minus their Python
-    tmp = f"{folder}{sep}.{name}.{random_hex8()}{TMP_SUFFIX}"
+    tmp = f"{folder}{sep}.{name}.{random_hex8()}.{writer_tag()}{TMP_SUFFIX}"
     fd = _adopt(reuse, tmp, mode) if reuse is not None else -1  # cleans up after itself
     made = fd < 0
     if made:
@@ -88,6 +88,22 @@ def write_all(fd: int, data: bytes, path: str) -> None:
         if wrote <= 0:
             raise disk_full(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path) or OSError(errno.ENOSPC, path)
         n += wrote
+
+
+_writer: tuple[int, str] = (-1, "")
+
+
+def writer_tag() -> str:
+    """``<host hash>-<pid>`` of this process, carried by its temp file names: a temp file left behind by a
+    process that is gone (a crash mid-write) is recognisably stale at once (``omx doctor --fix``)."""
+    global _writer
+    pid = forks.pid()
+    if _writer[0] != pid:
+        import hashlib
+        import socket
+
+        _writer = (pid, f"{hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]}-{pid}")
+    return _writer[1]
 
 
 _POOL_BYTES = 2048  # 512 names per getrandom

@@ -148,10 +148,13 @@ def test_a_task_that_changes_nothing_completes_with_no_merge(rig: Rig) -> None:
 
 # --- conflicts ---------------------------------------------------------------------------------
 
-#: Task 1 sets the line; task 2 sets it differently, waits until task 1 is integrated (so it conflicts),
-#: and on its next attempt — markers in place — keeps both lines.
+#: Task 1 sets the line once task 2's first attempt has started from the same tip; task 2 sets it
+#: differently and waits until task 1 is integrated (so it conflicts); on its next attempt — markers in
+#: place — it keeps both lines.
 RESOLVER = r'''
 cp "$OMX_PROMPT_FILE" "$WL_OUT/prompt-$OMX_TASK_ID-$OMX_ATTEMPT"
+if [ "$OMX_TASK_ID" = 2 ]; then touch "$WL_OUT/two-started"; fi
+if [ "$OMX_TASK_ID" = 1 ]; then while [ ! -e "$WL_OUT/two-started" ]; do sleep 0.05; done; fi
 if grep -q '^<<<<<<<' shared.txt 2>/dev/null; then
   cp shared.txt "$WL_OUT/markers-$OMX_TASK_ID"
   if [ -n "$NEVER_RESOLVE" ]; then echo "left the markers"; exit 0; fi

@@ -110,3 +110,43 @@ def test_doctor_fix_deletes_stale_temp_files_and_leaves_young_ones(root: Path) -
     assert not stale.exists(), "doctor --fix deletes what it calls safe to delete"
     assert young.exists(), "a temp file younger than a minute may be a write in progress"
     assert str(stale) in json.dumps(checks["_all"])
+
+
+def test_doctor_fix_deletes_a_dead_writers_temp_file_at_once_and_spares_a_live_ones(root: Path) -> None:
+    import subprocess
+    import sys
+
+    from omx.state.atomic import writer_tag
+
+    FileStore(root).create_team("alpha", workers=["worker-1"])
+    tasks = root / "team" / "alpha" / "tasks"
+    here = writer_tag().split("-", 1)[0]
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    crashed = tasks / f".task-1.json.0badf00d.{here}-{dead}.tmp"  # its writer was killed mid-write
+    writing = tasks / f".task-2.json.0c0ffee0.{here}-{os.getpid()}.tmp"  # a live writer's, this moment
+    crashed.write_bytes(b'{"half": ')
+    writing.write_bytes(b'{"being written')
+    _, checks = doctor(root, "--fix")
+    assert not crashed.exists(), "a temp file whose writer is gone is stale at once"
+    assert writing.exists(), "a live writer's temp file is left alone"
+    assert str(crashed) in checks["team alpha: temp files"]["detail"]
+
+
+def test_temp_files_name_their_writer(root: Path) -> None:
+    from omx.state import atomic
+
+    seen: list[str] = []
+    real = os.replace
+
+    def spy(src: object, dst: object) -> None:
+        seen.append(os.fspath(src))  # type: ignore[arg-type]
+        real(src, dst)  # type: ignore[arg-type]
+
+    os.replace = spy  # type: ignore[assignment]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        atomic.write_json(root / "x.json", {"a": 1})
+    finally:
+        os.replace = real
+    assert seen and seen[0].endswith(f".{atomic.writer_tag()}.tmp") and str(os.getpid()) in seen[0]

@@ -12,6 +12,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,13 @@ from omx.engine.settings import RuntimeSettings
 from omx.engine.slots import MachineSlots
 from omx.engine.source import Activity, Claimed, LeaseLost, WorkSource
 from omx.engine.workflow import Workflow
-from omx.engine.workspaces import Workspace, commit_changes, prepare_workspace, release_workspace
+from omx.engine.workspaces import (
+    Workspace,
+    WorkspaceError,
+    commit_changes,
+    prepare_workspace,
+    release_workspace,
+)
 from omx.errors import InvalidInput, OmxError
 
 log = logging.getLogger("omx.worker")
@@ -119,8 +126,7 @@ class Runner:
                     return self.hooks.after_create(w.path, self._ctx(claimed, w), cancel)
 
                 tip = ensure_branch(target) if target is not None else None
-                ws = prepare_workspace(self.cfg.repo, self.settings.worktree, self.cfg.namespace,
-                                       claimed.workspace_key or claimed.key, on_create=after_create, base=tip)
+                ws = self._prepare(claimed, after_create, tip, cancel)
                 ctx = self._ctx(claimed, ws)
                 if target is not None and tip is not None and not ws.new_branch and ws.mode != "repository":
                     # A retried task: its branch is an earlier attempt's. Integrated already (a worker
@@ -154,6 +160,23 @@ class Runner:
                     release_workspace(ws)
                 except OmxError as exc:
                     log.warning("workspace %s: %s", ws.path, exc.message)
+
+    def _prepare(self, claimed: Claimed, after_create: Callable[[Workspace], object], tip: str | None,
+                 cancel: threading.Event) -> Workspace:
+        """:func:`prepare_workspace`, tried again twice (0.3 s, then 1 s later) when git fails: a worker
+        killed in the middle of ``git worktree add`` leaves that git running for a moment after its lock
+        is gone (seen in the chaos swarm: the folder vanished under the next claimer's feet). Refusals
+        about the workspace itself (unsafe, dirty) are not retried."""
+        for pause in (0.3, 1.0, None):
+            try:
+                return prepare_workspace(self.cfg.repo, self.settings.worktree, self.cfg.namespace,
+                                         claimed.workspace_key or claimed.key, on_create=after_create, base=tip)
+            except WorkspaceError as exc:
+                if pause is None or cancel.is_set():
+                    raise
+                log.warning("%s: preparing the workspace failed (%s); trying again", claimed.key, exc.message)
+                cancel.wait(pause)
+        raise AssertionError("unreachable")
 
     # --- attempts ---------------------------------------------------------------------------
 

@@ -168,7 +168,8 @@ def _show_integration(repo: Path, branch: str) -> None:
 
     log = subprocess.run(["git", "-C", str(repo), "log", "--first-parent", "--format=  %h %s", branch],
                          capture_output=True, text=True).stdout
-    print(visible(f"\n{branch}:"))
+    print()
+    print(visible(f"{branch}:"))
     for entry in log.rstrip().splitlines():  # merge subjects carry task subjects: data, escaped
         print(visible(entry))
     used = subprocess.run(["git", "-C", str(repo), "grep", "^# builds on", branch, "--"],

@@ -612,3 +612,36 @@ def test_a_session_worker_prepares_a_worktree_and_finishes_through_integration(r
     # Only the holder may finish: a wrong token is refused, and nothing moves.
     bad, code = api(rig, "finish-task", team_name="alpha", task_id=two, worker=w2, claim_token="0" * 32)
     assert code == 1 and bad["error"]["code"] == "already_terminal"
+
+
+def test_integration_survives_its_long_lived_gits_dying(rig: Rig) -> None:
+    """The merge's fast path keeps two git processes alive; killed, the next merge starts new ones (or
+    runs a git of its own), and nothing is lost or merged twice."""
+    from omx.engine import integration as integ
+    from omx.engine.integration import IntegrationTarget, integrate
+
+    target = IntegrationTarget(rig.repo, "alpha", BRANCH, "main")
+    main = git(rig.repo, "rev-parse", "main")
+
+    def task(i: int) -> str:
+        git(rig.repo, "checkout", "-q", "-b", f"t{i}", main)
+        (rig.repo / f"f{i}.txt").write_text(f"{i}\n")
+        git(rig.repo, "add", f"f{i}.txt")
+        git(rig.repo, "commit", "-qm", f"task {i}")
+        head = git(rig.repo, "rev-parse", "HEAD")
+        git(rig.repo, "checkout", "-q", "main")
+        return head
+
+    assert integrate(target, "task-1", task(1), "omx: integrate task-1: one", author="w").status == "merged"
+    helpers = integ._helpers(rig.repo)
+    assert helpers.refs is not None and helpers.objects is not None  # the fast path was taken
+    for proc in (helpers.refs, helpers.objects):
+        proc.kill()
+        proc.wait()
+    second = integrate(target, "task-2", task(2), "omx: integrate task-2: two", author="w")
+    assert second.status == "merged"
+    assert integrate(target, "task-2", task(3), "again", author="w").status == "already"
+    assert {"f1.txt", "f2.txt"} <= tree(rig) and "f3.txt" not in tree(rig)
+    assert [len(merges_of(rig, f"task-{i}")) for i in (1, 2)] == [1, 1]
+    assert git(rig.repo, "fsck", "--no-dangling") == ""
+    assert git(rig.repo, "log", "-1", "--format=%an <%ae>|%P", BRANCH).split("|")[0] == "w <w@omx.invalid>"

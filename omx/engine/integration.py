@@ -49,6 +49,7 @@ from omx.engine.workspaces import (
     _dirty,
     _git,
     _lock_dir,
+    _merge_in_progress,
     _read_worktree,
     _registered,
     _rev,
@@ -175,23 +176,6 @@ def is_ancestor(repo: Path, older: str, newer: str) -> bool:
     return _git(repo, "merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
 
 
-def markers_in(root: Path, paths: list[str]) -> list[str]:
-    """Those of ``paths`` (relative to ``root``) whose file still holds a conflict marker line."""
-    left = []
-    base = root.resolve()
-    for rel in paths:
-        path = (root / rel).resolve()
-        if not path.is_relative_to(base) or not path.is_file():
-            continue
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        if _MARKER.search(data):
-            left.append(rel)
-    return left
-
-
 def markers_in_commit(repo: Path, commit: str, paths: list[str]) -> list[str]:
     """Those of ``paths`` that hold a conflict marker line in ``commit``'s tree (``git grep``, no checkout)."""
     if not paths:
@@ -208,7 +192,7 @@ def merge_tip_into(ws_path: Path, tip: str, author: str) -> list[str]:
     the merge stays in progress so that the next commit concludes it. A merge already in progress (an
     earlier attempt's, not yet concluded) is left as it is.
     """
-    if _merging(ws_path):
+    if _merge_in_progress(ws_path):
         return _unmerged(ws_path)
     if is_ancestor(ws_path, tip, "HEAD"):
         return []
@@ -520,14 +504,6 @@ def _ident_env(author: str) -> dict[str, str]:
     return {f"GIT_{who}_{k}": v for who in ("AUTHOR", "COMMITTER") for k, v in (("NAME", name), ("EMAIL", email))}
 
 
-def _git_dir(ws_path: Path) -> Path:
-    return Path(_git(ws_path, "rev-parse", "--absolute-git-dir").stdout.strip())
-
-
-def _merging(ws_path: Path) -> bool:
-    return (_git_dir(ws_path) / "MERGE_HEAD").exists()
-
-
 def _unmerged(ws_path: Path) -> list[str]:
     proc = _git(ws_path, "diff", "--name-only", "--diff-filter=U", "-z", check=False)
     return sorted(dict.fromkeys(p for p in proc.stdout.split("\0") if p))
@@ -535,9 +511,7 @@ def _unmerged(ws_path: Path) -> list[str]:
 
 def ref_lock_files(repo: Path, refs: tuple[str, ...]) -> list[Path]:
     """The ``<ref>.lock`` files that exist for ``refs`` (git leaves one behind when it is killed)."""
-    common = Path(_git(repo, "rev-parse", "--git-common-dir").stdout.strip())
-    if not common.is_absolute():
-        common = (repo / common).resolve()
+    common = _common_dir(str(repo))
     return [lock for ref in refs if (lock := common / f"{ref}.lock").exists()]
 
 

@@ -109,22 +109,16 @@ def integration_plan(opts: StartOptions) -> Callable[[str], dict[str, Any] | Non
     settings = load_workflow(opts.workflow, opts.repo, compile=False).settings
 
     def plan(team: str) -> dict[str, Any] | None:
-        from omx.engine.workspaces import _rev
+        from omx.engine.workspaces import _current_branch, _rev
 
         target = integration_target(opts.repo, team, settings)
         if target is None:
             return None
-        base = settings.worktree.base_ref or current_branch(opts.repo) or "HEAD"
+        base = settings.worktree.base_ref or _current_branch(opts.repo) or "HEAD"
         _rev(opts.repo, base)  # a repository without a commit, or a baseRef that names none: say so now
         return {"branch": target.branch, "base": base}
 
     return plan
-
-
-def current_branch(repo: Path) -> str | None:
-    out = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "-q", "--short", "HEAD"], capture_output=True,
-                         text=True)
-    return out.stdout.strip() or None
 
 
 def refuse_existing(store: FileStore, opts: StartOptions) -> None:
@@ -513,20 +507,13 @@ def start_integration(store: FileStore, team: str, repo: Path) -> str:
 
 
 def integration_state(store: FileStore, team: str, repo: Path) -> dict[str, Any] | None:
-    """The integration branch, its tip, its base, and how many commits it is ahead of the base."""
-    from omx.engine.integration import read_refs
+    """The integration branch, its tip, its base, how many commits it is ahead, whether it is landed."""
+    from omx.team.report import integration_view
 
     recorded = store.read_config(team).extra.get("integration")
     if not isinstance(recorded, dict):
         return None
-    branch, base = str(recorded.get("branch")), str(recorded.get("base"))
-    tip = read_refs(repo, f"refs/heads/{branch}").get(f"refs/heads/{branch}")
-    ahead = None
-    if tip:
-        out = subprocess.run(["git", "-C", str(repo), "rev-list", "--count", f"{base}..{tip}", "--"],
-                             capture_output=True, text=True)
-        ahead = int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip().isdigit() else None
-    return {"branch": branch, "base": base, "tip": tip, "ahead": ahead}
+    return integration_view(repo, str(recorded.get("branch")), str(recorded.get("base")))
 
 
 def log_tail(path: Path, lines: int = 6) -> str:

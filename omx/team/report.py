@@ -74,7 +74,7 @@ def team_report(store: FileStore, team: str, repo: Path | None, base: str | None
     if repo is not None:
         base = base or (recorded or {}).get("base") or base_branch(repo)
         if recorded is not None and "branch" in recorded:
-            integration = _integration_view(repo, recorded["branch"], base)
+            integration = integration_view(repo, recorded["branch"], base)
             integration["waiting"] = waiting
             if integration["tip"]:
                 merges = [merge_check(repo, base, recorded["branch"])]
@@ -111,7 +111,7 @@ def _integration_of(store: FileStore, team: str, repo: Path | None) -> dict[str,
     return {"none": "no integration branch yet"}
 
 
-def _integration_view(repo: Path, branch: str, base: str) -> dict[str, Any]:
+def integration_view(repo: Path, branch: str, base: str) -> dict[str, Any]:
     from omx.engine.integration import is_ancestor, read_refs
 
     tip = read_refs(repo, f"refs/heads/{branch}").get(f"refs/heads/{branch}")
